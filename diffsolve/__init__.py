@@ -1,0 +1,27 @@
+"""diffsolve: sampling from diffusion and flow-matching models, fast, accurate and measured.
+
+    >>> import torch, diffsolve
+    >>> gmm = diffsolve.exact_model("gmm-2d")
+    >>> res = diffsolve.sample(gmm, torch.randn(8, 2, dtype=torch.float64), solver="dpm++2m", nfe=10)
+    >>> res.nfe
+    10
+"""
+
+from .paths import Path, get_path, PATHS
+from .denoisers import Denoiser, NetworkDenoiser, Thresholded, from_network, PREDICTIONS
+from .schedules import make_schedule, SCHEDULES
+from .solvers import NFEError, NoiseSource, get_solver, list_solvers
+from .sample import sample, SampleResult
+from .models.gmm import GaussianMixture, builtin as exact_model
+
+__version__ = "0.1.0"
+
+
+def solvers() -> list[dict]:
+    """Every solver with its order, NFE rule, stochastic or not, and paper."""
+    return list_solvers()
+
+
+__all__ = ["Path", "get_path", "PATHS", "Denoiser", "NetworkDenoiser", "Thresholded", "from_network",
+           "PREDICTIONS", "make_schedule", "SCHEDULES", "NFEError", "NoiseSource", "get_solver",
+           "sample", "SampleResult", "GaussianMixture", "exact_model", "solvers"]

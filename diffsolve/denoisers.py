@@ -1,0 +1,237 @@
+"""Denoisers in canonical space, and the exact algebra that turns any network into one.
+
+A :class:`Denoiser` is a callable ``D(y, s, **cond) -> x0_hat`` where ``y = x / alpha`` and
+``s = sigma / alpha`` (DESIGN.md).  ``s`` is a 1-D tensor with one noise level per batch row.
+
+:func:`from_network` adapts a network ``f(x, t, **cond)`` trained on a :class:`~diffsolve.paths.Path`
+with one of the prediction types in :data:`PREDICTIONS`:
+
+=============  ==============================================  ===========================
+prediction     network output                                  x0 from it
+=============  ==============================================  ===========================
+``eps``        eps                                             (x - sigma eps) / alpha
+``x0``         x0                                              x0
+``v``          alpha eps - sigma x0 (Salimans & Ho)            (alpha x - sigma v) / (alpha^2 + sigma^2)
+``score``      grad log p_t(x) = -eps / sigma                  (x + sigma^2 score) / alpha
+``velocity``   dx/dt = alpha' x0 + sigma' eps                  (sigma' x - sigma u) / (sigma' alpha - sigma alpha')
+``edm``        raw F of EDM's preconditioning (Table 1)        c_skip y + c_out F(c_in y, ln(s)/4)
+=============  ==============================================  ===========================
+
+Example::
+
+    >>> import torch
+    >>> from diffsolve import get_path, from_network
+    >>> from diffsolve.models.gmm import builtin
+    >>> gmm = builtin("gmm-2d")
+    >>> path = get_path("flow")
+    >>> net = gmm.network(path, "velocity")          # exact velocity field f(x, t)
+    >>> D = from_network(net, path, "velocity")
+    >>> y, s = torch.randn(4, 2, dtype=torch.float64), torch.full((4,), 0.7, dtype=torch.float64)
+    >>> bool((D(y, s) - gmm.denoiser(y, s)).abs().max() < 1e-12)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from .paths import Path, get_path
+
+__all__ = [
+    "Denoiser",
+    "DenoiserFn",
+    "NetworkDenoiser",
+    "FunctionDenoiser",
+    "Thresholded",
+    "from_network",
+    "x0_from_prediction",
+    "prediction_from_x0",
+    "PREDICTIONS",
+    "expand_s",
+]
+
+PREDICTIONS = ("eps", "x0", "v", "score", "velocity", "edm")
+
+
+@runtime_checkable
+class DenoiserFn(Protocol):
+    def __call__(self, y: Tensor, s: Tensor, **cond: Any) -> Tensor: ...
+
+
+def expand_s(s: Tensor | float, y: Tensor) -> Tensor:
+    """Noise levels as a 1-D tensor with one entry per batch row of ``y``."""
+    s = torch.as_tensor(s, dtype=y.dtype, device=y.device)
+    if s.ndim == 0:
+        s = s.expand(y.shape[0])
+    if s.ndim != 1 or s.shape[0] != y.shape[0]:
+        raise ValueError(f"noise level s must be a scalar or have shape ({y.shape[0]},), got {tuple(s.shape)}")
+    return s
+
+
+def _bc(v: Tensor, y: Tensor) -> Tensor:
+    """Broadcast a per-row vector against a batch."""
+    return v.reshape(v.shape[0], *([1] * (y.ndim - 1)))
+
+
+class Denoiser:
+    """Base class for canonical-space denoisers.
+
+    Subclasses implement :meth:`denoise`.  ``path`` (optional) is the path the model was
+    trained on; the driver uses it for default schedules and range checks.
+    """
+
+    path: Path | None = None
+
+    def denoise(self, y: Tensor, s: Tensor, **cond: Any) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def __call__(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
+        return self.denoise(y, expand_s(s, y), **cond)
+
+    @property
+    def s_range(self) -> tuple[float, float] | None:
+        p = self.path
+        return None if p is None else (p.s_min, p.s_max)
+
+
+class FunctionDenoiser(Denoiser):
+    """Wrap a plain function ``D(y, s, **cond)`` (already in canonical space)."""
+
+    def __init__(self, fn: Callable[..., Tensor], path: Path | None = None):
+        self.fn, self.path = fn, path
+
+    def denoise(self, y, s, **cond):
+        return self.fn(y, s, **cond)
+
+
+def _coeffs(path: Path, t: Tensor, y: Tensor):
+    a, sg = path.alpha(t).to(y.dtype), path.sigma(t).to(y.dtype)
+    return _bc(a, y), _bc(sg, y)
+
+
+def x0_from_prediction(prediction: str, out: Tensor, x: Tensor, t: Tensor, path: Path) -> Tensor:
+    """Exact x0 from a network output of the given prediction type at path time ``t``."""
+    a, sg = _coeffs(path, t, x)
+    if prediction == "eps":
+        return (x - sg * out) / a
+    if prediction == "x0":
+        return out
+    if prediction == "v":
+        return (a * x - sg * out) / (a * a + sg * sg)
+    if prediction == "score":
+        return (x + sg * sg * out) / a
+    if prediction == "velocity":
+        da, ds = _bc(path.dalpha(t).to(x.dtype), x), _bc(path.dsigma(t).to(x.dtype), x)
+        return (ds * x - sg * out) / (ds * a - sg * da)
+    raise ValueError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+
+
+def prediction_from_x0(prediction: str, x0: Tensor, x: Tensor, t: Tensor, path: Path) -> Tensor:
+    """The inverse of :func:`x0_from_prediction` (used to build exact networks and training targets)."""
+    a, sg = _coeffs(path, t, x)
+    eps = (x - a * x0) / sg
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return a * eps - sg * x0
+    if prediction == "score":
+        return -eps / sg
+    if prediction == "velocity":
+        da, ds = _bc(path.dalpha(t).to(x.dtype), x), _bc(path.dsigma(t).to(x.dtype), x)
+        return da * x0 + ds * eps
+    raise ValueError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+
+
+def edm_preconditioning(s: Tensor, sigma_data: float):
+    """EDM Table 1 (VE form, here in canonical space): c_skip, c_out, c_in, c_noise."""
+    s2, sd2 = s * s, sigma_data * sigma_data
+    c_skip = sd2 / (s2 + sd2)
+    c_out = s * sigma_data / torch.sqrt(s2 + sd2)
+    c_in = 1 / torch.sqrt(s2 + sd2)
+    c_noise = torch.log(s) / 4
+    return c_skip, c_out, c_in, c_noise
+
+
+class NetworkDenoiser(Denoiser):
+    """A network ``f(x, t, **cond)`` on ``path`` with a given prediction type, as a Denoiser.
+
+    ``net_dtype`` runs the network in another precision (e.g. ``torch.float32``) while the
+    sampler state stays in its own dtype; the output is cast back.
+    ``allow_extrapolation`` permits noise levels outside the path's trained range (otherwise
+    the driver refuses schedules that leave it).
+    """
+
+    def __init__(self, net: Callable[..., Tensor], path: Path | str, prediction: str = "eps", *,
+                 sigma_data: float = 0.5, net_dtype: torch.dtype | None = None,
+                 allow_extrapolation: bool = False):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+        self.net, self.path, self.prediction = net, get_path(path), prediction
+        self.sigma_data, self.net_dtype = float(sigma_data), net_dtype
+        self.allow_extrapolation = allow_extrapolation
+
+    def _call_net(self, x: Tensor, t: Tensor, cond: dict) -> Tensor:
+        dt = self.net_dtype
+        if dt is not None and dt != x.dtype:
+            return self.net(x.to(dt), t.to(dt), **cond).to(x.dtype)
+        return self.net(x, t, **cond)
+
+    def denoise(self, y, s, **cond):
+        if self.prediction == "edm":
+            c_skip, c_out, c_in, c_noise = edm_preconditioning(s, self.sigma_data)
+            f = self._call_net(_bc(c_in, y) * y, c_noise, cond)
+            return _bc(c_skip, y) * y + _bc(c_out, y) * f
+        t = self.path.t_of_s(s)
+        a = _bc(self.path.alpha(t).to(y.dtype), y)
+        x = a * y
+        out = self._call_net(x, t.to(y.dtype), cond)
+        return x0_from_prediction(self.prediction, out, x, t, self.path)
+
+    def __repr__(self) -> str:
+        return f"NetworkDenoiser(prediction={self.prediction!r}, path={self.path.name!r})"
+
+
+def from_network(net: Callable[..., Tensor], path: Path | str, prediction: str = "eps", **kw) -> NetworkDenoiser:
+    """Adapt a network to a canonical Denoiser. See :class:`NetworkDenoiser`."""
+    return NetworkDenoiser(net, path, prediction, **kw)
+
+
+class Thresholded(Denoiser):
+    """Clip the denoised estimate: ``kind="clip"`` clamps to [-max_value, max_value];
+    ``kind="dynamic"`` is Imagen's dynamic thresholding (Saharia et al. 2022, Sec. 2.3): per
+    sample, r = max(quantile(|x0|, percentile), max_value); x0 <- clamp(x0, -r, r) * max_value / r.
+    """
+
+    KINDS = ("clip", "dynamic")
+
+    def __init__(self, inner: Denoiser, kind: str = "dynamic", *, percentile: float = 0.995,
+                 max_value: float = 1.0):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown thresholding {kind!r}; accepted: {', '.join(self.KINDS)}")
+        if not 0 < percentile <= 1:
+            raise ValueError(f"percentile must be in (0, 1], got {percentile}")
+        self.inner, self.kind, self.percentile, self.max_value = inner, kind, percentile, max_value
+        self.path = getattr(inner, "path", None)
+
+    def denoise(self, y, s, **cond):
+        x0 = self.inner(y, s, **cond)
+        if self.kind == "clip":
+            return x0.clamp(-self.max_value, self.max_value)
+        flat = x0.reshape(x0.shape[0], -1).abs()
+        r = torch.quantile(flat, self.percentile, dim=1).clamp(min=self.max_value)
+        r = _bc(r, x0)
+        return torch.maximum(torch.minimum(x0, r), -r) * (self.max_value / r)
+
+
+def as_denoiser(obj: Any) -> Denoiser:
+    """Accept a Denoiser or a plain ``D(y, s)`` function."""
+    if isinstance(obj, Denoiser):
+        return obj
+    if callable(obj):
+        return FunctionDenoiser(obj)
+    raise TypeError(f"expected a Denoiser or a callable D(y, s, **cond), got {type(obj).__name__}")

@@ -1,0 +1,203 @@
+"""Noise-level grids: 1-D float64 tensors of canonical levels ``s_0 > s_1 > ... > s_N``.
+
+``s_N = 0`` (``final="zero"``, the default: the last step denoises from ``s_{N-1} = s_min`` to
+the data) or ``s_N = s_min`` (``final="s_min"``).  A grid for N steps has N + 1 entries; the
+network is evaluated at levels ``s_0 .. s_{N-1}`` (and at intermediate levels by single-step
+methods), never at 0.  Grids are validated: finite, strictly decreasing, no duplicates.
+
+Builders (``SCHEDULES``), all evaluated exactly (no rounding to integer timesteps unless a
+diffusers spacing convention asks for it):
+
+* ``karras``: EDM eq. (5), ``s_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho``;
+* ``log-snr``: uniform in lambda = -log s (DPM-Solver's "logSNR" spacing);
+* ``time``: uniform in the path's own time from t_max to t_min (both ends evaluated);
+* ``time-linspace`` / ``time-leading`` / ``time-trailing``: diffusers' integer timestep
+  conventions for tables (``timestep_spacing``), reproduced exactly for comparisons;
+* ``time-quadratic``: t_i = t_min + (t_max - t_min) u_i^2 on a uniform u grid (DDIM's "quad");
+* ``flow-shift``: the SD3 shift, t' = k t / (1 + (k - 1) t) on a uniform flow-time grid, which
+  in canonical space is simply s' = k s;
+* an explicit list or tensor of levels.
+
+Example::
+
+    >>> from diffsolve.schedules import make_schedule
+    >>> [round(v, 4) for v in make_schedule("karras", 4, s_min=0.002, s_max=80.0).tolist()]
+    [80.0, 9.7232, 0.47, 0.002, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .paths import Path, get_path
+
+__all__ = ["make_schedule", "validate_schedule", "SCHEDULES", "FINALS", "DEFAULT_S_RANGE",
+           "karras", "log_snr", "flow_shift"]
+
+FINALS = ("zero", "s_min")
+#: noise range used when neither a path nor explicit limits are given (EDM's)
+DEFAULT_S_RANGE = (0.002, 80.0)
+F64 = torch.float64
+
+
+def validate_schedule(levels: Tensor | Sequence[float], *, allow_zero_end: bool = True) -> Tensor:
+    """Check a grid of canonical noise levels and return it as a float64 tensor."""
+    s = torch.as_tensor(levels, dtype=F64).clone()
+    if s.ndim != 1 or s.numel() < 2:
+        raise ValueError(f"a schedule needs at least 2 noise levels in a 1-D sequence, got shape {tuple(s.shape)}")
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError(f"schedule contains non-finite levels: {s.tolist()}")
+    diffs = s[1:] - s[:-1]
+    if bool((diffs == 0).any()):
+        dup = s[1:][diffs == 0].tolist()
+        raise ValueError(f"schedule has duplicated noise levels {dup}; levels must be strictly decreasing")
+    if not bool((diffs < 0).all()):
+        raise ValueError(f"schedule must be strictly decreasing, got {s.tolist()}")
+    last_ok = s[-1] >= 0 if allow_zero_end else s[-1] > 0
+    if not bool(last_ok) or not bool((s[:-1] > 0).all()):
+        raise ValueError(f"noise levels must be positive (only the last may be 0), got {s.tolist()}")
+    return s
+
+
+def karras(n: int, s_min: float, s_max: float, rho: float = 7.0) -> Tensor:
+    """EDM eq. (5): n levels from s_max to s_min, uniform in s^(1/rho)."""
+    if rho <= 0:
+        raise ValueError(f"rho must be positive, got {rho}")
+    u = torch.linspace(0, 1, n, dtype=F64)
+    a, b = s_max ** (1 / rho), s_min ** (1 / rho)
+    out = (a + u * (b - a)) ** rho
+    out[0], out[-1] = s_max, s_min
+    return out
+
+
+def log_snr(n: int, s_min: float, s_max: float) -> Tensor:
+    """n levels uniform in lambda = -log s."""
+    return torch.exp(torch.linspace(math.log(s_max), math.log(s_min), n, dtype=F64))
+
+
+def flow_shift(n: int, s_min: float, s_max: float, shift: float = 3.0) -> Tensor:
+    """SD3's shift: uniform flow time u = s/(1+s) between the unshifted ends, then s' = shift s."""
+    if shift <= 0:
+        raise ValueError(f"shift must be positive, got {shift}")
+    lo, hi = s_min / shift, s_max / shift
+    u = torch.linspace(hi / (1 + hi), lo / (1 + lo), n, dtype=F64)
+    return shift * u / (1 - u)
+
+
+def _time_grid(n: int, path: Path, spacing: str, power: float = 2.0) -> Tensor:
+    tmin, tmax = path.t_min, path.t_max
+    if spacing == "uniform":
+        t = torch.linspace(tmax, tmin, n, dtype=F64)
+    elif spacing == "quadratic":
+        u = torch.linspace(1, 0, n, dtype=F64)
+        t = tmin + (tmax - tmin) * u**power
+    else:
+        T = getattr(path, "num_steps", None)
+        if T is None:
+            raise ValueError(f"spacing {spacing!r} needs a discrete (DDPM table) path, got {path.name!r}")
+        if spacing == "linspace":  # np.linspace(0, T-1, n+1).round()[::-1][:-1]
+            t = torch.linspace(0, T - 1, n + 1, dtype=F64).round().flip(0)[:-1]
+        elif spacing == "leading":  # (arange(n) * (T // n)).round()[::-1] + steps_offset(0)
+            t = (torch.arange(n, dtype=F64) * (T // n)).round().flip(0)
+        elif spacing == "trailing":  # np.round(np.arange(T, 0, -T/n)) - 1
+            t = (torch.round(torch.arange(T, 0, -T / n, dtype=F64)) - 1)[:n]
+        else:  # pragma: no cover - guarded by make_schedule
+            raise AssertionError(spacing)
+        t = t.clamp(tmin, tmax)
+    return path.s(t)
+
+
+SCHEDULES: dict[str, str] = {
+    "karras": "EDM's rho-spacing (rho=7)",
+    "log-snr": "uniform in lambda = log-SNR / 2",
+    "time": "uniform in the path's time, both ends evaluated",
+    "time-linspace": "diffusers timestep_spacing='linspace' (tables)",
+    "time-leading": "diffusers timestep_spacing='leading' (tables)",
+    "time-trailing": "diffusers timestep_spacing='trailing' (tables)",
+    "time-quadratic": "quadratic in the path's time (DDIM 'quad')",
+    "flow-shift": "SD3 flow shift (s' = shift * s on a uniform flow-time grid)",
+}
+
+
+def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: Path | str | None = None,
+                  s_min: float | None = None, s_max: float | None = None, final: str = "zero",
+                  rho: float = 7.0, shift: float = 3.0) -> Tensor:
+    """Build a validated grid for ``n_steps`` steps (``n_steps + 1`` levels).
+
+    The range defaults to the path's trained range ``[path.s_min, path.s_max]``, else to
+    ``DEFAULT_S_RANGE``.  With ``final="zero"`` the last step goes from ``s_min`` to 0; with
+    ``final="s_min"`` the grid stops at ``s_min``.  An explicit list is validated and returned
+    unchanged (``n_steps`` must then match its length - 1, or be None).
+    """
+    if not isinstance(kind, str):
+        s = validate_schedule(kind)
+        if n_steps is not None and s.numel() - 1 != n_steps:
+            raise ValueError(f"explicit schedule has {s.numel() - 1} steps but {n_steps} were requested")
+        return s
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; accepted: {', '.join(SCHEDULES)} or an explicit list of levels")
+    if final not in FINALS:
+        raise ValueError(f"unknown final {final!r}; accepted: {', '.join(FINALS)}")
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    p = get_path(path) if path is not None else None
+    if p is not None:
+        lo, hi = p.s_min, p.s_max
+    else:
+        lo, hi = DEFAULT_S_RANGE
+    lo = lo if s_min is None else float(s_min)
+    hi = hi if s_max is None else float(s_max)
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise ValueError(f"need 0 < s_min < s_max < inf, got s_min={lo}, s_max={hi}")
+    n_eval = n_steps if final == "zero" else n_steps + 1
+    if n_eval == 1 and kind not in ("time-linspace", "time-leading", "time-trailing"):
+        levels = torch.tensor([hi], dtype=F64)  # a single step starts at s_max
+    elif kind == "karras":
+        levels = karras(n_eval, lo, hi, rho)
+    elif kind == "log-snr":
+        levels = log_snr(n_eval, lo, hi)
+    elif kind == "flow-shift":
+        levels = flow_shift(n_eval, lo, hi, shift)
+    else:
+        if p is None:
+            raise ValueError(f"schedule {kind!r} is defined through a path's time; pass path=...")
+        if kind.startswith("time-") and kind not in ("time-quadratic",) and final != "zero":
+            raise ValueError(f"schedule {kind!r} follows diffusers and always ends at 0; use final='zero'")
+        spacing = {"time": "uniform", "time-quadratic": "quadratic"}.get(kind, kind.removeprefix("time-"))
+        if (s_min is not None or s_max is not None) and spacing in ("uniform", "quadratic"):
+            # honour explicit limits by mapping them to the path's times
+            tp = _SubPath(p, float(p.t_of_s(torch.tensor(lo, dtype=F64))), float(p.t_of_s(torch.tensor(hi, dtype=F64))))
+            levels = _time_grid(n_eval, tp, spacing)
+        else:
+            levels = _time_grid(n_eval, p, spacing)
+    if final == "zero":
+        levels = torch.cat([levels, torch.zeros(1, dtype=F64)])
+    return validate_schedule(levels)
+
+
+class _SubPath(Path):
+    """A view of a path restricted to [t_min, t_max]."""
+
+    def __init__(self, base: Path, t_min: float, t_max: float):
+        self.base, self.t_min, self.t_max, self.name = base, t_min, t_max, base.name
+
+    def alpha(self, t):
+        return self.base.alpha(t)
+
+    def sigma(self, t):
+        return self.base.sigma(t)
+
+    def s(self, t):
+        return self.base.s(t)
+
+    def lam(self, t):
+        return self.base.lam(t)
+
+    def t_of_lam(self, lam):
+        return self.base.t_of_lam(lam)
+
+

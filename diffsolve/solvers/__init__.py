@@ -1,0 +1,11 @@
+"""Solver registry. Importing this package registers every solver module."""
+
+from .base import SOLVERS, NFEError, NoiseSource, Solver, SolverState, get_solver, register
+from . import euler, heun, dpmpp  # noqa: F401  (registration)
+
+__all__ = ["SOLVERS", "NFEError", "NoiseSource", "Solver", "SolverState", "get_solver", "register", "list_solvers"]
+
+
+def list_solvers() -> list[dict]:
+    """Every registered solver with its order, NFE rule, stochasticity and paper."""
+    return [SOLVERS[k]().describe() for k in sorted(SOLVERS)]

@@ -1,0 +1,246 @@
+"""The solver contract: an explicit state and a step (DESIGN.md, "Solvers: a state and a step").
+
+A solver maps ``(denoiser, y_start, sigmas)`` to a sample through
+
+    state = solver.init(y_start, sigmas, noise)
+    for i in range(len(sigmas) - 1):
+        state = solver.step(state, denoiser, cond)     # sigmas[i] -> sigmas[i+1]
+
+The state is an immutable :class:`SolverState`; a step returns a new one.  Everything a
+multistep method remembers lives in ``state.history`` (denoised outputs at earlier levels,
+most recent last) and ``state.extra`` (named tensors), so that a hook may re-index every
+tensor of the state (sequential Monte Carlo) or replace the sample (data consistency).
+
+Shared conventions, so that no solver special-cases a model family:
+
+* canonical space ``y = x / alpha``, ``s = sigma / alpha``, ``lambda = -log s``; the step size
+  ``h = lambda_{i+1} - lambda_i > 0``;
+* a step whose target level is ``s = 0`` is the exact limit of every exponential integrator
+  of data-prediction form: ``y_{i+1} = D(y_i, s_i)`` (first order, one evaluation); high-order
+  corrections would divide by ``h = inf``;
+* noise for stochastic solvers comes from a counter-based :class:`NoiseSource`: the noise of
+  one sample at one step depends only on that sample's seed, never on its neighbours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["SolverState", "Solver", "NoiseSource", "NFEError", "register", "SOLVERS", "get_solver",
+           "bc", "lambdas"]
+
+
+class NFEError(ValueError):
+    """The requested number of function evaluations cannot be honoured exactly."""
+
+
+def bc(v: Tensor, y: Tensor) -> Tensor:
+    """Broadcast a scalar or per-row tensor against a batch ``y``."""
+    v = torch.as_tensor(v, dtype=y.dtype, device=y.device)
+    if v.ndim == 0:
+        return v
+    return v.reshape(v.shape[0], *([1] * (y.ndim - 1)))
+
+
+def lambdas(sigmas: Tensor) -> Tensor:
+    """lambda = -log s (inf at s = 0)."""
+    return -torch.log(sigmas)
+
+
+def _mix64(x: int) -> int:
+    """splitmix64 finaliser: a well-spread 63-bit seed from an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (x ^ (x >> 31)) & 0x7FFFFFFFFFFFFFFF
+
+
+class NoiseSource:
+    """Counter-based per-sample Gaussian noise.
+
+    ``normal(step, like, draw)`` returns for every row b a standard normal tensor that depends
+    only on ``(seeds[b], step, draw)``: a sample's noise is the same whatever batch it is in,
+    and re-indexing particles (SMC) is re-indexing ``seeds``.
+    """
+
+    def __init__(self, seeds: Sequence[int] | Tensor):
+        self.seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, Tensor) else seeds)]
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def index(self, idx: Tensor) -> "NoiseSource":
+        return NoiseSource([self.seeds[int(i)] for i in idx.tolist()])
+
+    def normal(self, step: int, like: Tensor, draw: int = 0) -> Tensor:
+        if like.shape[0] != len(self.seeds):
+            raise ValueError(f"noise source has {len(self.seeds)} seeds but the batch has {like.shape[0]} rows")
+        shape = like.shape[1:]
+        out = torch.empty_like(like)
+        g = torch.Generator(device="cpu")
+        for b, seed in enumerate(self.seeds):
+            g.manual_seed(_mix64(_mix64(_mix64(seed) ^ (step + 1)) ^ (draw + 7)))
+            out[b] = torch.randn(shape, generator=g, dtype=torch.float64).to(like.dtype)
+        return out
+
+    @classmethod
+    def initial(cls, seeds: Sequence[int], shape: Sequence[int], dtype=torch.float64, device="cpu") -> Tensor:
+        """Standard normal starting noise of shape (len(seeds), *shape), one seed per sample."""
+        src = cls(seeds)
+        like = torch.empty(len(seeds), *shape, dtype=dtype)
+        return src.normal(-1, like).to(device)
+
+
+@dataclass(frozen=True)
+class SolverState:
+    """Immutable state between steps.
+
+    y: current sample at level ``sigmas[i]`` (canonical space).
+    i: index of the current level.
+    sigmas: the grid (float64, on the sample's device).
+    history: denoised outputs at levels i-1, i-2, ... (most recent last) kept by multistep
+        methods; length at most the method's order.
+    extra: named tensors a solver keeps (e.g. UniPC's last predictor point).
+    noise: the noise source of stochastic solvers (None for deterministic ones).
+    """
+
+    y: Tensor
+    i: int
+    sigmas: Tensor
+    history: tuple[Tensor, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    noise: NoiseSource | None = None
+
+    def replace(self, **kw) -> "SolverState":
+        return dataclasses.replace(self, **kw)
+
+    @property
+    def s(self) -> Tensor:
+        return self.sigmas[self.i]
+
+    @property
+    def s_next(self) -> Tensor:
+        return self.sigmas[self.i + 1]
+
+    @property
+    def n_steps(self) -> int:
+        return self.sigmas.numel() - 1
+
+    def reindex(self, idx: Tensor) -> "SolverState":
+        """Select/repeat batch rows (particle resampling): every batch tensor is indexed."""
+        B = self.y.shape[0]
+
+        def take(v):
+            if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == B:
+                return v[idx]
+            return v
+
+        return self.replace(
+            y=self.y[idx],
+            history=tuple(take(h) for h in self.history),
+            extra={k: take(v) for k, v in self.extra.items()},
+            noise=None if self.noise is None else self.noise.index(idx),
+        )
+
+
+DenoiseFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class Solver:
+    """Base class. Subclasses set the class attributes and implement :meth:`step`.
+
+    ``step_cost(i, n_steps, final_zero)`` is the number of denoiser calls step i makes; the
+    driver checks it against the calls it counts, and uses it to turn an NFE budget into a
+    number of steps (or to refuse the budget with the nearest achievable ones).
+    """
+
+    name: ClassVar[str] = "solver"
+    aliases: ClassVar[tuple[str, ...]] = ()
+    order: ClassVar[int] = 1
+    stochastic: ClassVar[bool] = False
+    paper: ClassVar[str] = ""
+    nfe_rule: ClassVar[str] = "1 per step"
+    evals_per_step: ClassVar[int] = 1
+    #: the schedule kind the solver is usually run with
+    default_schedule: ClassVar[str] = "karras"
+
+    def __init__(self, **options: Any):
+        if options:
+            raise TypeError(f"solver {self.name!r} takes no options {sorted(options)}")
+
+    # -- NFE bookkeeping --------------------------------------------------------------
+    def step_cost(self, i: int, n_steps: int, final_zero: bool) -> int:
+        if final_zero and i == n_steps - 1:
+            return 1
+        return self.evals_per_step
+
+    def nfe_for_steps(self, n_steps: int, final_zero: bool = True) -> int:
+        return sum(self.step_cost(i, n_steps, final_zero) for i in range(n_steps))
+
+    def steps_for_nfe(self, nfe: int, final_zero: bool = True) -> int:
+        if not isinstance(nfe, int) or nfe < 1:
+            raise NFEError(f"nfe must be a positive integer, got {nfe!r}")
+        lower, n = None, 1
+        while True:
+            c = self.nfe_for_steps(n, final_zero)
+            if c == nfe:
+                return n
+            if c > nfe:
+                break
+            lower, n = c, n + 1
+        raise NFEError(
+            f"solver {self.name!r} cannot use exactly nfe={nfe}: it needs {self.nfe_rule}; "
+            f"nearest budgets it can honour: {lower} or {c}"
+        )
+
+    # -- the algorithm ----------------------------------------------------------------
+    def init(self, y: Tensor, sigmas: Tensor, noise: NoiseSource | None = None) -> SolverState:
+        if self.stochastic and noise is None:
+            raise ValueError(f"solver {self.name!r} is stochastic and needs a noise source (pass seeds=...)")
+        return SolverState(y=y, i=0, sigmas=sigmas.to(device=y.device), noise=noise)
+
+    def step(self, state: SolverState, denoise: DenoiseFn) -> SolverState:  # pragma: no cover
+        raise NotImplementedError
+
+    # helpers -------------------------------------------------------------------------
+    @staticmethod
+    def push(history: tuple[Tensor, ...], d: Tensor, keep: int) -> tuple[Tensor, ...]:
+        """Append a denoised output, keeping the last ``keep`` entries."""
+        if keep <= 0:
+            return ()
+        return (history + (d,))[-keep:]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "aliases": ", ".join(self.aliases), "order": self.order,
+                "stochastic": self.stochastic, "nfe": self.nfe_rule, "paper": self.paper}
+
+
+SOLVERS: dict[str, type[Solver]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(cls: type[Solver]) -> type[Solver]:
+    """Class decorator adding a solver (and its aliases) to the registry."""
+    if cls.name in SOLVERS:
+        raise ValueError(f"solver {cls.name!r} registered twice")
+    SOLVERS[cls.name] = cls
+    for a in cls.aliases:
+        _ALIASES[a] = cls.name
+    return cls
+
+
+def get_solver(name: str | Solver, **options: Any) -> Solver:
+    """A solver instance by name or alias (see ``diffsolve.solvers()``)."""
+    if isinstance(name, Solver):
+        if options:
+            raise TypeError("options given with a solver instance; configure the instance instead")
+        return name
+    key = _ALIASES.get(name, name)
+    if key not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; accepted: {', '.join(sorted(SOLVERS))}")
+    return SOLVERS[key](**options)
