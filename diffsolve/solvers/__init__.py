@@ -1,7 +1,7 @@
 """Solver registry. Importing this package registers every solver module."""
 
 from .base import SOLVERS, NFEError, NoiseSource, Solver, SolverState, get_solver, register
-from . import euler, heun, dpmpp  # noqa: F401  (registration)
+from . import euler, heun, dpmpp, rk4  # noqa: F401  (registration)
 
 __all__ = ["SOLVERS", "NFEError", "NoiseSource", "Solver", "SolverState", "get_solver", "register", "list_solvers"]
 
