@@ -15,11 +15,7 @@ from .sample import sample, SampleResult
 from .models.gmm import GaussianMixture, builtin as exact_model
 
 __version__ = "0.1.0"
-
-
-def solvers() -> list[dict]:
-    """Every solver with its order, NFE rule, stochastic or not, and paper."""
-    return list_solvers()
+from . import solvers  # callable: diffsolve.solvers() lists every solver with its order, NFE rule, paper
 
 
 __all__ = ["Path", "get_path", "PATHS", "Denoiser", "NetworkDenoiser", "Thresholded", "from_network",

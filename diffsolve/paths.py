@@ -230,8 +230,9 @@ class DiscreteVPPath(_VPPath):
         tc = t.clamp(0, n - 1)
         k = tc.floor().clamp(max=n - 2).long()
         w = tc - k
-        out = tab[k] * (1 - w) + tab[k + 1] * w
-        return out
+        lo, hi = tab[k], tab[k + 1]
+        # guard -inf (zero terminal SNR) so that w = 0 returns the table entry exactly
+        return torch.where(w > 0, lo + w * (hi - lo), lo)
 
     def dalpha(self, t):
         t = _t(t).to(torch.float64)
@@ -389,11 +390,12 @@ class FlowPath(Path):
     """Rectified flow / flow matching: alpha = 1 - t, sigma = t, t in [0, 1].
 
     In canonical space s = t / (1 - t) is infinite at t = 1, so sampling starts at ``t_max``
-    (default 0.999, s = 999); the dropped interval changes the start by O(1 - t_max)."""
+    (default 0.999, s = 999); the dropped interval changes the start by O(1 - t_max).
+    ``t_min`` (default 1e-3, s = 0.001) is the smallest level a default schedule evaluates."""
 
     time_units = "t in [0, 1]"
 
-    def __init__(self, t_min: float = 0.0, t_max: float = 0.999, name: str = "flow"):
+    def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, name: str = "flow"):
         if not 0 <= t_min < t_max < 1:
             raise ValueError(f"need 0 <= t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
         self.t_min, self.t_max, self.name = t_min, t_max, name
@@ -428,7 +430,7 @@ class TrigPath(Path):
 
     time_units = "t in [0, 1]"
 
-    def __init__(self, t_min: float = 0.0, t_max: float = 0.999, name: str = "trig"):
+    def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, name: str = "trig"):
         self.t_min, self.t_max, self.name = t_min, t_max, name
 
     def alpha(self, t):

@@ -9,3 +9,13 @@ __all__ = ["SOLVERS", "NFEError", "NoiseSource", "Solver", "SolverState", "get_s
 def list_solvers() -> list[dict]:
     """Every registered solver with its order, NFE rule, stochasticity and paper."""
     return [SOLVERS[k]().describe() for k in sorted(SOLVERS)]
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``diffsolve.solvers()`` lists the solvers while ``diffsolve.solvers.X`` stays the package."""
+
+    def __call__(self) -> list[dict]:
+        return list_solvers()
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
