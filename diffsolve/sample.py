@@ -106,6 +106,9 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
         solver: a name from ``diffsolve.solvers()`` or a Solver instance.
         nfe: the exact number of denoiser calls; refused with an explanation when the solver
             cannot honour it. ``None`` with an explicit schedule: the schedule decides.
+            Adaptive solvers (``dpm-solver-12``/``-23``) take ``nfe=None``: their NFE follows from
+            ``rtol``/``atol`` and is reported in ``SampleResult.nfe``; a schedule name then gives
+            the grid ``[s_max, s_min(, 0)]`` they integrate across.
         schedule: a name from ``diffsolve.schedules.SCHEDULES`` or an explicit list of levels.
         path: the path whose trained range (and time) the schedule uses; defaults to the
             denoiser's own path. Levels outside that range are refused unless
@@ -132,14 +135,18 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
 
     if isinstance(schedule, str):
         final_zero = final == "zero"
-        if nfe is None:
+        if nfe is None and not getattr(slv, "adaptive", False):
             raise ValueError("nfe=None needs an explicit schedule (a list of noise levels)")
-        n_steps = slv.steps_for_nfe(nfe, final_zero)
+        if nfe is not None:
+            slv = slv.for_nfe(nfe, final_zero)  # budget-dependent plans (dpm-solver-fast); adaptive: refused
+        n_steps = slv.steps_for_nfe(nfe, final_zero)  # adaptive solvers: nfe=None, a [s_max, (s_min,) 0] grid
         sigmas = make_schedule(schedule, n_steps, path=p, s_min=s_min, s_max=s_max, final=final, rho=rho, shift=shift)
     else:
         sigmas = validate_schedule(schedule)
         final_zero = bool(sigmas[-1] == 0)
         n_steps = sigmas.numel() - 1
+        if nfe is not None:
+            slv = slv.for_nfe(nfe, final_zero)
         if nfe is not None and slv.nfe_for_steps(n_steps, final_zero) != nfe:
             raise ValueError(
                 f"solver {slv.name!r} makes {slv.nfe_for_steps(n_steps, final_zero)} evaluations on this "
@@ -148,7 +155,6 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     if p is not None and not allow:
         p.check_s(sigmas[:-1] if final_zero else sigmas, "schedule level")
 
-    sigmas = sigmas.to(noise.device)
     y0 = noise * sigmas[0].to(dtype) if y_start is None else y_start.to(dtype)
     if y0.shape != noise.shape:
         raise ValueError(f"y_start has shape {tuple(y0.shape)}, noise {tuple(noise.shape)}")
@@ -159,6 +165,9 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
         if len(src) != noise.shape[0]:
             raise ValueError(f"{len(src)} seeds for a batch of {noise.shape[0]}")
 
+    prepare = getattr(den, "prepare", None)
+    if prepare is not None:  # per-level constants of network adapters, computed for the whole grid at once
+        prepare(sigmas, dtype)
     counter = CountingDenoiser(den, dict(cond or {}))
     traj: list[Tensor] | None = [] if return_trajectory else None
     state = run_solver(slv, counter, y0, sigmas, src, hooks, traj, progress)

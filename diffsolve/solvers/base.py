@@ -4,7 +4,7 @@ A solver maps ``(denoiser, y_start, sigmas)`` to a sample through
 
     state = solver.init(y_start, sigmas, noise)
     for i in range(len(sigmas) - 1):
-        state = solver.step(state, denoiser, cond)     # sigmas[i] -> sigmas[i+1]
+        state = solver.step(state, denoise)     # sigmas[i] -> sigmas[i+1]
 
 The state is an immutable :class:`SolverState`; a step returns a new one.  Everything a
 multistep method remembers lives in ``state.history`` (denoised outputs at earlier levels,
@@ -102,7 +102,8 @@ class SolverState:
 
     y: current sample at level ``sigmas[i]`` (canonical space).
     i: index of the current level.
-    sigmas: the grid (float64, on the sample's device).
+    sigmas: the grid (float64, kept on the CPU: step-size logic and branch decisions such as
+        "is the next level 0" never wait for an accelerator).
     history: denoised outputs at levels i-1, i-2, ... (most recent last) kept by multistep
         methods; length at most the method's order.
     extra: named tensors a solver keeps (e.g. UniPC's last predictor point).
@@ -182,6 +183,14 @@ class Solver:
     def nfe_for_steps(self, n_steps: int, final_zero: bool = True) -> int:
         return sum(self.step_cost(i, n_steps, final_zero) for i in range(n_steps))
 
+    def for_nfe(self, nfe: int, final_zero: bool = True) -> "Solver":
+        """The solver to run for a budget of exactly ``nfe`` evaluations (the driver calls this
+        before :meth:`steps_for_nfe`).  Usually ``self``: the per-step costs depend only on the
+        number of steps.  A solver whose step plan depends on the budget itself (DPM-Solver-fast:
+        nfe = 9, 10, 11 all take four steps) returns a copy configured for it, so that no
+        instance is mutated; an adaptive solver refuses a budget here."""
+        return self
+
     def steps_for_nfe(self, nfe: int, final_zero: bool = True) -> int:
         if not isinstance(nfe, int) or nfe < 1:
             raise NFEError(f"nfe must be a positive integer, got {nfe!r}")
@@ -202,7 +211,7 @@ class Solver:
     def init(self, y: Tensor, sigmas: Tensor, noise: NoiseSource | None = None) -> SolverState:
         if self.stochastic and noise is None:
             raise ValueError(f"solver {self.name!r} is stochastic and needs a noise source (pass seeds=...)")
-        return SolverState(y=y, i=0, sigmas=sigmas.to(device=y.device), noise=noise)
+        return SolverState(y=y, i=0, sigmas=sigmas.detach().to(device="cpu", dtype=torch.float64), noise=noise)
 
     def step(self, state: SolverState, denoise: DenoiseFn) -> SolverState:  # pragma: no cover
         raise NotImplementedError
