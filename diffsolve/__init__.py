@@ -13,6 +13,8 @@ from .schedules import make_schedule, SCHEDULES
 from .solvers import NFEError, NoiseSource, get_solver, list_solvers
 from .sample import sample, SampleResult
 from .models.gmm import GaussianMixture, builtin as exact_model
+from .models.checkpoint import load
+from .guidance import CFG
 
 __version__ = "0.1.0"
 from . import solvers  # callable: diffsolve.solvers() lists every solver with its order, NFE rule, paper
@@ -20,4 +22,4 @@ from . import solvers  # callable: diffsolve.solvers() lists every solver with i
 
 __all__ = ["Path", "get_path", "PATHS", "Denoiser", "NetworkDenoiser", "Thresholded", "from_network",
            "PREDICTIONS", "make_schedule", "SCHEDULES", "NFEError", "NoiseSource", "get_solver",
-           "sample", "SampleResult", "GaussianMixture", "exact_model", "solvers"]
+           "sample", "SampleResult", "GaussianMixture", "exact_model", "solvers", "load", "CFG"]

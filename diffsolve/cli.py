@@ -16,6 +16,8 @@ import sys
 # module path -> function adding its sub-command(s)
 _COMMANDS = [
     "diffsolve.cli_sample",
+    "diffsolve.bench.cli",
+    "diffsolve.train.cli",
 ]
 
 

@@ -96,11 +96,20 @@ class Path:
 
     @property
     def s_min(self) -> float:
-        return float(self.s(torch.tensor(self.t_min, dtype=torch.float64)))
+        return self._s_at(self.t_min)
 
     @property
     def s_max(self) -> float:
-        return float(self.s(torch.tensor(self.t_max, dtype=torch.float64)))
+        return self._s_at(self.t_max)
+
+    def _s_at(self, t: float) -> float:
+        """s(t) for a Python float t, memoised per t (the range ends are read on every call of
+        the driver)."""
+        cache = self.__dict__.setdefault("_s_memo", {})
+        v = cache.get(t)
+        if v is None:
+            v = cache[t] = float(self.s(torch.tensor(t, dtype=torch.float64)))
+        return v
 
     def check_s(self, s: Tensor, what: str = "noise level") -> None:
         """Raise if any canonical noise level lies outside the trained range (tolerance 1e-9
@@ -120,6 +129,19 @@ class Path:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, t in [{self.t_min}, {self.t_max}])"
+
+
+def _require_order(*pairs: tuple[str, float], strict_low: bool = True) -> None:
+    """Raise unless the named values are increasing: ``pairs`` = (name, value) from low to high,
+    the first a bound (e.g. ``("0", 0.0)``); the message names every value."""
+    vals = [v for _, v in pairs]
+    ok = all(a < b for a, b in zip(vals[1:], vals[2:])) and all(math.isfinite(v) for v in vals)
+    ok = ok and (vals[0] < vals[1] if strict_low else vals[0] <= vals[1])
+    if not ok:
+        chain = (" < " if strict_low else " <= ").join([pairs[0][0], pairs[1][0]])
+        chain = " < ".join([chain] + [n for n, _ in pairs[2:]])
+        got = ", ".join(f"{n}={v}" for n, v in pairs if n[0].isalpha())
+        raise ValueError(f"need {chain}, got {got}")
 
 
 def _autograd_derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
@@ -202,7 +224,7 @@ class DiscreteVPPath(_VPPath):
     def __init__(self, betas: Tensor | str = "linear", *, num_steps: int = 1000,
                  zero_terminal_snr: bool = False, name: str | None = None):
         if isinstance(betas, str):
-            label = betas
+            label = betas.replace("_", "-")  # the registry's spelling: ddpm-scaled-linear
             betas = ddpm_betas(betas, num_steps)
         else:
             label = "custom"
@@ -274,6 +296,9 @@ class LinearVPPath(_VPPath):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3,
                  t_max: float = 1.0, name: str = "vp-linear"):
+        _require_order(("0", 0.0), ("beta_min", float(beta_min)), strict_low=False)
+        _require_order(("0", 0.0), ("beta_max", float(beta_max)))
+        _require_order(("0", 0.0), ("t_min", float(t_min)), ("t_max", float(t_max)))
         self.b0, self.b1 = float(beta_min), float(beta_max)
         self.t_min, self.t_max, self.name = t_min, t_max, name
 
@@ -301,6 +326,7 @@ class CosineVPPath(_VPPath):
 
     def __init__(self, s0: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946,
                  name: str = "vp-cosine"):
+        _require_order(("0", 0.0), ("t_min", float(t_min)), ("t_max", float(t_max)), ("1", 1.0))
         self.s0, self.t_min, self.t_max, self.name = s0, t_min, t_max, name
         self._log_a0 = math.log(math.cos(s0 / (1 + s0) * math.pi / 2))
 
@@ -329,6 +355,7 @@ class EDMPath(Path):
     time_units = "sigma"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, name: str = "edm"):
+        _require_order(("0", 0.0), ("sigma_min", float(sigma_min)), ("sigma_max", float(sigma_max)))
         self.t_min, self.t_max, self.name = float(sigma_min), float(sigma_max), name
 
     def alpha(self, t):
@@ -358,6 +385,9 @@ class VEPath(Path):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 0.0,
                  t_max: float = 1.0, name: str = "ve"):
+        _require_order(("0", 0.0), ("sigma_min", float(sigma_min)), ("sigma_max", float(sigma_max)))
+        if not t_min < t_max:
+            raise ValueError(f"need t_min < t_max, got t_min={t_min}, t_max={t_max}")
         self.smin, self.smax = float(sigma_min), float(sigma_max)
         self._log_ratio = math.log(self.smax / self.smin)
         self.t_min, self.t_max, self.name = t_min, t_max, name
@@ -431,6 +461,8 @@ class TrigPath(Path):
     time_units = "t in [0, 1]"
 
     def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, name: str = "trig"):
+        if not 0 <= t_min < t_max < 1:
+            raise ValueError(f"need 0 <= t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
         self.t_min, self.t_max, self.name = t_min, t_max, name
 
     def alpha(self, t):

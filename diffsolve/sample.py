@@ -39,7 +39,7 @@ class CountingDenoiser:
     def __call__(self, y: Tensor, s: Tensor | float) -> Tensor:
         self.calls += 1
         s = expand_s(s, y)
-        self.levels.append(s[:1])
+        self.levels.append(s)  # first entries gathered once at the end (one op, not one per call)
         out = self.inner(y, s, **self.cond)
         if out.shape != y.shape:
             raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input {tuple(y.shape)}")
@@ -179,6 +179,12 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
         raise FloatingPointError(
             f"solver {slv.name!r} produced non-finite samples (nfe={counter.calls}, schedule from "
             f"{float(sigmas[0]):.4g} to {float(sigmas[-1]):.4g}); try more steps or a lower-order solver")
-    levels = torch.cat(counter.levels) if counter.levels else torch.zeros(0, dtype=torch.float64)
+    lv = counter.levels
+    if not lv:
+        levels = torch.zeros(0, dtype=torch.float64)
+    elif all(v.shape == lv[0].shape for v in lv):
+        levels = torch.stack(lv)[:, 0]
+    else:
+        levels = torch.cat([v[:1] for v in lv])
     return SampleResult(samples=out, nfe=counter.calls, sigmas=state.sigmas, solver=slv.name,
                         eval_levels=levels, trajectory=traj, info=dict(state.extra.get("info", {})))

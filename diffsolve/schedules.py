@@ -12,7 +12,12 @@ diffusers spacing convention asks for it):
 * ``log-snr``: uniform in lambda = -log s (DPM-Solver's "logSNR" spacing);
 * ``time``: uniform in the path's own time from t_max to t_min (both ends evaluated);
 * ``time-linspace`` / ``time-leading`` / ``time-trailing``: diffusers' integer timestep
-  conventions for tables (``timestep_spacing``), reproduced exactly for comparisons;
+  conventions for tables (``timestep_spacing``), reproduced exactly for comparisons: the
+  timesteps of ``DPMSolverMultistepScheduler`` / ``UniPCMultistepScheduler`` /
+  ``DEISMultistepScheduler`` (``steps_offset=0``), followed by 0.  (``DDIMScheduler`` and the
+  other single-step schedulers share "trailing" but not "linspace"/"leading": theirs evaluate
+  n timesteps ending at t = 0; pass ``path.s(scheduler.timesteps)`` and 0 as an explicit list.)
+  They are defined by the table, so ``s_min``/``s_max`` are refused;
 * ``time-quadratic``: t_i = t_min + (t_max - t_min) u_i^2 on a uniform u grid (DDIM's "quad");
 * ``flow-shift``: the SD3 shift, t' = k t / (1 + (k - 1) t) on a uniform flow-time grid, which
   in canonical space is simply s' = k s;
@@ -30,6 +35,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -99,15 +105,21 @@ def _time_grid(n: int, path: Path, spacing: str, power: float = 2.0) -> Tensor:
         T = getattr(path, "num_steps", None)
         if T is None:
             raise ValueError(f"spacing {spacing!r} needs a discrete (DDPM table) path, got {path.name!r}")
-        if spacing == "linspace":  # np.linspace(0, T-1, n+1).round()[::-1][:-1]
-            t = torch.linspace(0, T - 1, n + 1, dtype=F64).round().flip(0)[:-1]
-        elif spacing == "leading":  # (arange(n) * (T // n)).round()[::-1] + steps_offset(0)
-            t = (torch.arange(n, dtype=F64) * (T // n)).round().flip(0)
-        elif spacing == "trailing":  # np.round(np.arange(T, 0, -T/n)) - 1
-            t = (torch.round(torch.arange(T, 0, -T / n, dtype=F64)) - 1)[:n]
+        # diffusers' multistep schedulers (DPMSolverMultistep, UniPCMultistep, DEISMultistep):
+        # n timesteps from an (n+1)-point grid whose last point (0) is replaced by the final
+        # sigma.  Computed with numpy as diffusers does: torch.linspace/arange round differently
+        # in the last bit, which flips .5 roundings (e.g. linspace for n = 26, trailing for n = 48).
+        if spacing == "linspace":
+            tn = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
+        elif spacing == "leading":
+            tn = (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1]
+        elif spacing == "trailing":
+            # diffusers' float arange yields an (n+1)-th timestep -1 for some n (61, 103, ...);
+            # that spurious extra step is dropped here
+            tn = (np.arange(T, 0, -T / n).round() - 1)[:n]
         else:  # pragma: no cover - guarded by make_schedule
             raise AssertionError(spacing)
-        t = t.clamp(tmin, tmax)
+        t = torch.from_numpy(tn.astype(np.float64).copy()).clamp(tmin, tmax)
     return path.s(t)
 
 
@@ -168,6 +180,9 @@ def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: P
         if kind.startswith("time-") and kind not in ("time-quadratic",) and final != "zero":
             raise ValueError(f"schedule {kind!r} follows diffusers and always ends at 0; use final='zero'")
         spacing = {"time": "uniform", "time-quadratic": "quadratic"}.get(kind, kind.removeprefix("time-"))
+        if (s_min is not None or s_max is not None) and spacing not in ("uniform", "quadratic"):
+            raise ValueError(f"schedule {kind!r} follows diffusers' timesteps of the table and takes no "
+                             f"s_min/s_max (got s_min={s_min}, s_max={s_max}); use 'time' for limits")
         if (s_min is not None or s_max is not None) and spacing in ("uniform", "quadratic"):
             # honour explicit limits by mapping them to the path's times
             tp = _SubPath(p, float(p.t_of_s(torch.tensor(lo, dtype=F64))), float(p.t_of_s(torch.tensor(hi, dtype=F64))))

@@ -1,7 +1,9 @@
 """Solver registry. Importing this package registers every solver module."""
 
 from .base import SOLVERS, NFEError, NoiseSource, Solver, SolverState, get_solver, register
-from . import euler, heun, dpmpp, rk4  # noqa: F401  (registration)
+from . import euler, heun, dpmpp, rk4, dpm_solver, rf_solver, adaptive  # noqa: F401  (registration)
+from . import unipc, deis, ipndm  # noqa: F401  (registration: multistep solvers)
+from . import stochastic, sde_dpmpp  # noqa: F401  (registration: stochastic samplers)
 
 __all__ = ["SOLVERS", "NFEError", "NoiseSource", "Solver", "SolverState", "get_solver", "register", "list_solvers"]
 

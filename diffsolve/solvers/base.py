@@ -25,6 +25,7 @@ Shared conventions, so that no solver special-cases a model family:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -80,13 +81,15 @@ class NoiseSource:
     def normal(self, step: int, like: Tensor, draw: int = 0) -> Tensor:
         if like.shape[0] != len(self.seeds):
             raise ValueError(f"noise source has {len(self.seeds)} seeds but the batch has {like.shape[0]} rows")
-        shape = like.shape[1:]
-        out = torch.empty_like(like)
+        # filled row by row in float64 on the CPU, converted once (same values as drawing
+        # randn(shape) per row: ~3x fewer Python/dispatch costs per sample)
+        out = torch.empty(like.shape, dtype=torch.float64)
         g = torch.Generator(device="cpu")
-        for b, seed in enumerate(self.seeds):
-            g.manual_seed(_mix64(_mix64(_mix64(seed) ^ (step + 1)) ^ (draw + 7)))
-            out[b] = torch.randn(shape, generator=g, dtype=torch.float64).to(like.dtype)
-        return out
+        a, c = step + 1, draw + 7
+        for row, seed in zip(out, self.seeds):
+            g.manual_seed(_mix64(_mix64(_mix64(seed) ^ a) ^ c))
+            row.normal_(generator=g)
+        return out.to(device=like.device, dtype=like.dtype)
 
     @classmethod
     def initial(cls, seeds: Sequence[int], shape: Sequence[int], dtype=torch.float64, device="cpu") -> Tensor:
@@ -194,7 +197,12 @@ class Solver:
     def steps_for_nfe(self, nfe: int, final_zero: bool = True) -> int:
         if not isinstance(nfe, int) or nfe < 1:
             raise NFEError(f"nfe must be a positive integer, got {nfe!r}")
-        lower, n = None, 1
+        # start the scan near the answer (the scan is O(n^2) step_cost calls from n = 1); fall back
+        # to n = 1 if the guess already meets the budget (a cost rule that is not near-uniform)
+        n = max(1, nfe // max(self.evals_per_step, 1) - 2)
+        if n > 1 and self.nfe_for_steps(n, final_zero) >= nfe:
+            n = 1
+        lower = None
         while True:
             c = self.nfe_for_steps(n, final_zero)
             if c == nfe:
@@ -252,4 +260,12 @@ def get_solver(name: str | Solver, **options: Any) -> Solver:
     key = _ALIASES.get(name, name)
     if key not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; accepted: {', '.join(sorted(SOLVERS))}")
-    return SOLVERS[key](**options)
+    cls = SOLVERS[key]
+    params = inspect.signature(cls.__init__).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):  # name the options a solver accepts
+        accepted = [p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise TypeError(f"solver {cls.name!r} takes no option(s) {', '.join(unknown)}; "
+                            f"accepted: {', '.join(accepted) or 'none'}")
+    return cls(**options)

@@ -1,0 +1,256 @@
+"""Trained-model checkpoints: save, load, and the registry of shipped models.
+
+A checkpoint is two files side by side:
+
+* ``NAME.safetensors``: the network weights (float16 or float32);
+* ``NAME.json``: everything needed to sample: ``arch`` and ``arch_kwargs`` (see
+  :func:`diffsolve.nets.build_net`), ``path`` (a name from ``diffsolve.PATHS``),
+  ``prediction``, ``sigma_data``, the data ``shape`` (without batch), ``value_range``,
+  ``num_classes`` and ``class_names``, and a ``training`` record (command, steps, losses).
+
+``load`` returns a :class:`TrainedDenoiser`, a ready :class:`~diffsolve.denoisers.NetworkDenoiser`
+with ``.shape``, ``.num_classes`` and ``.path``; class conditioning is passed as
+``cond={"labels": LongTensor}`` and the null (unconditional) label is ``num_classes``.
+
+    >>> import torch, diffsolve
+    >>> model = diffsolve.load("digits")
+    >>> model.shape, model.num_classes
+    ((1, 8, 8), 10)
+    >>> noise = torch.randn(4, *model.shape, generator=torch.Generator().manual_seed(0))
+    >>> res = diffsolve.sample(model, noise, solver="dpm++2m", nfe=10, cond={"labels": torch.arange(4)})
+    >>> res.samples.shape
+    torch.Size([4, 1, 8, 8])
+
+``load`` also takes a diffusers ``UNet2DModel`` (an object or a saved directory) together with
+its scheduler (object, config dict, or a directory holding ``scheduler_config.json``); the
+network is adapted with :func:`~diffsolve.denoisers.from_network` on the
+:class:`~diffsolve.paths.DiscreteVPPath` built from the scheduler's betas and its
+``prediction_type``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..denoisers import NetworkDenoiser
+from ..io import atomic_write, atomic_write_json
+from ..paths import DiscreteVPPath, Path, get_path
+
+__all__ = ["save", "load", "TrainedDenoiser", "SHIPPED", "WEIGHTS_DIR", "shipped_models", "FORMAT"]
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+FORMAT = "diffsolve-checkpoint/1"
+#: shipped model names (files NAME.json / NAME.safetensors in WEIGHTS_DIR)
+SHIPPED = ("digits", "mnist", "moons", "rings", "checker")
+
+
+def shipped_models() -> list[str]:
+    """Names of the shipped models whose weights are present."""
+    return [n for n in SHIPPED if os.path.exists(os.path.join(WEIGHTS_DIR, n + ".json"))]
+
+
+class TrainedDenoiser(NetworkDenoiser):
+    """A NetworkDenoiser for a trained network, with what a sampler needs to know.
+
+    Attributes: ``net`` (the torch module, eval mode), ``shape`` (data shape without batch),
+    ``num_classes`` (0 if unconditional), ``null_label`` (= num_classes), ``class_names``,
+    ``value_range`` and ``meta`` (the checkpoint's JSON).
+    """
+
+    def __init__(self, net: Any, path: Path | str, prediction: str, *, shape: tuple[int, ...],
+                 num_classes: int = 0, class_names: list[str] | None = None,
+                 value_range: tuple[float, float] | None = (-1.0, 1.0), meta: dict | None = None, **kw: Any):
+        super().__init__(net, path, prediction, **kw)
+        self.shape = tuple(int(v) for v in shape)
+        self.num_classes = int(num_classes)
+        self.null_label = self.num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
+        self.value_range = tuple(value_range) if value_range is not None else None
+        self.meta = dict(meta or {})
+
+    def _call_net(self, x: Tensor, t: Tensor, cond: dict) -> Tensor:
+        if "labels" in cond and cond["labels"] is not None:
+            lab = torch.as_tensor(cond["labels"], device=x.device).long()
+            if lab.ndim == 0:
+                lab = lab.expand(x.shape[0])
+            cond = {**cond, "labels": lab}
+        with torch.no_grad():
+            return super()._call_net(x, t, cond)
+
+    def __repr__(self) -> str:
+        name = self.meta.get("name", "?")
+        return (f"TrainedDenoiser({name!r}, shape={self.shape}, num_classes={self.num_classes}, "
+                f"prediction={self.prediction!r}, path={self.path.name!r})")
+
+
+def _state_dict_to_save(net: nn.Module | dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+    sd = net.state_dict() if isinstance(net, nn.Module) else net
+    return {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in sd.items()}
+
+
+def save(prefix: str, net: nn.Module | dict[str, Tensor], meta: dict[str, Any], dtype: torch.dtype = torch.float32) -> str:
+    """Write ``prefix.safetensors`` and ``prefix.json`` atomically; returns the JSON path.
+
+    ``meta`` must hold ``arch``, ``arch_kwargs``, ``path``, ``prediction`` and ``shape``."""
+    from safetensors.torch import save_file
+
+    missing = [k for k in ("arch", "arch_kwargs", "path", "prediction", "shape") if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {missing}")
+    if prefix.endswith(".json") or prefix.endswith(".safetensors"):
+        prefix = os.path.splitext(prefix)[0]
+    sd = _state_dict_to_save(net, dtype)
+    atomic_write(prefix + ".safetensors", lambda tmp: save_file(sd, tmp, metadata={"format": FORMAT}))
+    full = {"format": FORMAT, "sigma_data": 0.5, "num_classes": 0, "value_range": [-1.0, 1.0],
+            "weights": os.path.basename(prefix) + ".safetensors", "weights_dtype": str(dtype).replace("torch.", ""),
+            **meta}
+    atomic_write_json(prefix + ".json", full)
+    return prefix + ".json"
+
+
+def _resolve(name_or_path: str) -> str:
+    """The JSON file of a shipped name, a prefix, a .json/.safetensors file or a directory."""
+    if name_or_path in SHIPPED or (os.sep not in name_or_path and not os.path.exists(name_or_path)):
+        p = os.path.join(WEIGHTS_DIR, name_or_path + ".json")
+        if os.path.exists(p):
+            return p
+        if name_or_path in SHIPPED:
+            raise FileNotFoundError(f"shipped model {name_or_path!r} has no weights in {WEIGHTS_DIR}; "
+                                    f"train it with: diffsolve train --preset {name_or_path} --export")
+        raise ValueError(f"unknown model {name_or_path!r}; accepted: {', '.join(shipped_models())}, "
+                         "a checkpoint path (.json/.safetensors or a directory), or a diffusers UNet2DModel")
+    p = name_or_path
+    if os.path.isdir(p):
+        for cand in ("model.json", "ema.json"):
+            if os.path.exists(os.path.join(p, cand)):
+                return os.path.join(p, cand)
+        raise FileNotFoundError(f"no model.json (diffsolve checkpoint) or config.json (diffusers) in {p}")
+    if p.endswith(".safetensors"):
+        p = p[: -len(".safetensors")] + ".json"
+    elif not p.endswith(".json"):
+        p = p + ".json"
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"checkpoint metadata {p} not found")
+    return p
+
+
+def _is_diffusers_dir(p: Any) -> bool:
+    if not isinstance(p, str) or not os.path.isdir(p):
+        return False
+    cfg = os.path.join(p, "config.json")
+    if not os.path.exists(cfg):
+        return False
+    with open(cfg) as f:
+        return json.load(f).get("_class_name") == "UNet2DModel"
+
+
+def load(model: Any, scheduler: Any = None, *, device: str | torch.device = "cpu",
+         net_dtype: torch.dtype | None = torch.float32, allow_extrapolation: bool = False) -> TrainedDenoiser:
+    """A ready Denoiser from a shipped name (``"mnist"``, ``"digits"``, ``"moons"``, ``"rings"``,
+    ``"checker"``), a checkpoint path, or a diffusers ``UNet2DModel`` (object or directory) with
+    its ``scheduler`` (object, config dict or directory; default: the ``scheduler`` sub-folder or
+    the model directory itself, else DDPM linear betas with epsilon prediction)."""
+    if isinstance(model, nn.Module) or _is_diffusers_dir(model):
+        return _load_diffusers(model, scheduler, device=device, net_dtype=net_dtype,
+                               allow_extrapolation=allow_extrapolation)
+    if not isinstance(model, str):
+        raise TypeError(f"load expects a model name, a path or a diffusers UNet2DModel, got {type(model).__name__}")
+    from safetensors.torch import load_file
+
+    from ..nets import build_net
+
+    meta_path = _resolve(model)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not a diffsolve checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+    net = build_net(meta["arch"], **meta["arch_kwargs"])
+    wpath = os.path.join(os.path.dirname(meta_path), meta.get("weights", os.path.basename(meta_path)[:-5] + ".safetensors"))
+    sd = load_file(wpath)
+    net.load_state_dict({k: v.float() for k, v in sd.items()})
+    net.eval().requires_grad_(False).to(device)
+    meta.setdefault("name", os.path.basename(meta_path)[:-5])
+    return TrainedDenoiser(net, meta["path"], meta["prediction"], shape=tuple(meta["shape"]),
+                           num_classes=meta.get("num_classes", 0), class_names=meta.get("class_names"),
+                           value_range=meta.get("value_range"), meta=meta, sigma_data=meta.get("sigma_data", 0.5),
+                           net_dtype=net_dtype, allow_extrapolation=allow_extrapolation)
+
+
+# ---------------------------------------------------------------------------------------
+# diffusers UNet2DModel
+# ---------------------------------------------------------------------------------------
+
+_DIFFUSERS_PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+
+
+class _DiffusersNet(nn.Module):
+    """``f(x, t, labels=None)`` around a UNet2DModel (its output's ``.sample``)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        kw = {} if labels is None else {"class_labels": labels}
+        return self.unet(x, t, **kw).sample
+
+
+def _scheduler_config(scheduler: Any, model_dir: str | None) -> dict:
+    if scheduler is None and model_dir is not None:
+        for d in (os.path.join(model_dir, "scheduler"), os.path.join(os.path.dirname(model_dir.rstrip("/")), "scheduler"), model_dir):
+            if os.path.exists(os.path.join(d, "scheduler_config.json")):
+                scheduler = d
+                break
+    if scheduler is None:
+        return {}
+    if isinstance(scheduler, dict):
+        return dict(scheduler)
+    if isinstance(scheduler, str):
+        with open(os.path.join(scheduler, "scheduler_config.json") if os.path.isdir(scheduler) else scheduler) as f:
+            return json.load(f)
+    cfg = getattr(scheduler, "config", None)
+    if cfg is None:
+        raise TypeError(f"scheduler must be a diffusers scheduler, a config dict or a path, got {type(scheduler).__name__}")
+    return dict(cfg)
+
+
+def _load_diffusers(model: Any, scheduler: Any, *, device, net_dtype, allow_extrapolation) -> TrainedDenoiser:
+    model_dir = model if isinstance(model, str) else None
+    if model_dir is not None:
+        from diffusers import UNet2DModel
+
+        model = UNet2DModel.from_pretrained(model_dir)
+    cfg = _scheduler_config(scheduler, model_dir)
+    n = int(cfg.get("num_train_timesteps", 1000))
+    if cfg.get("trained_betas") is not None:
+        betas: Tensor | str = torch.tensor(cfg["trained_betas"], dtype=torch.float64)
+    else:
+        kind = cfg.get("beta_schedule", "linear")
+        b0, b1 = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
+        if kind == "linear":
+            betas = torch.linspace(b0, b1, n, dtype=torch.float64)
+        elif kind == "scaled_linear":
+            betas = torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float64) ** 2
+        elif kind == "squaredcos_cap_v2":
+            betas = "cosine"
+        else:
+            raise ValueError(f"unsupported diffusers beta_schedule {kind!r}; accepted: linear, scaled_linear, squaredcos_cap_v2")
+    path = DiscreteVPPath(betas, num_steps=n, zero_terminal_snr=bool(cfg.get("rescale_betas_zero_snr", False)),
+                          name=f"diffusers-{cfg.get('beta_schedule', 'linear')}")
+    ptype = cfg.get("prediction_type", "epsilon")
+    if ptype not in _DIFFUSERS_PREDICTIONS:
+        raise ValueError(f"unsupported diffusers prediction_type {ptype!r}; accepted: {', '.join(_DIFFUSERS_PREDICTIONS)}")
+    mc = model.config
+    size = mc.sample_size if isinstance(mc.sample_size, (tuple, list)) else (mc.sample_size, mc.sample_size)
+    num_classes = int(mc.num_class_embeds or 0)
+    net = _DiffusersNet(model).eval().requires_grad_(False).to(device)
+    meta = {"name": "diffusers", "arch": "diffusers.UNet2DModel", "scheduler": {k: v for k, v in cfg.items() if not k.startswith("_")}}
+    # diffusers class embeddings have no null row: labels are passed through as given
+    return TrainedDenoiser(net, path, _DIFFUSERS_PREDICTIONS[ptype], shape=(mc.in_channels, *size),
+                           num_classes=num_classes, meta=meta, net_dtype=net_dtype,
+                           allow_extrapolation=allow_extrapolation)

@@ -1,0 +1,159 @@
+"""UniPC in data-prediction form (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework
+for Fast Sampling of Diffusion Models").
+
+Canonical space, h = lambda_{i+1} - lambda_i, lambda = -log s.  Both the predictor UniP-p and
+the corrector UniC-p are one update (the paper's "unified analytical form"): from a level s
+with denoised output D_s, using extra points (s_k, D_k) at relative log-SNR offsets
+r_k = (lambda_k - lambda_s)/h,
+
+    y_next = (s_next/s) y  -  expm1(-h) D_s  +  B(h) sum_k a_k (D_k - D_s) / r_k        (U)
+
+with B(h) = h ("bh1") or B(h) = 1 - e^{-h} = -expm1(-h) ("bh2").  Expanding D in lambda
+around lambda_s, (D_k - D_s)/r_k = sum_{n>=1} r_k^{n-1} h^n D^(n)/n!, and the exact integral
+int_0^h e^{-(h-tau)} tau^n/n! dtau = h^n c_n(h)/n!, with
+
+    c_0 = -expm1(-h),     c_n = 1 - n c_{n-1} / h                                      (C)
+
+so (U) matches the Taylor series up to D^(m) when the a_k solve the order conditions
+
+    sum_k a_k r_k^{n-1} = c_n(h) / B(h),     n = 1 .. m                                 (R)
+
+(the paper's R_p(h) a_p = phi_p(h)/B(h), Theorem 3.1 / Appendix: data prediction).  A system
+with a single unknown is replaced, as in the authors' code and diffusers, by its h -> 0 limit
+a_1 = 1/2 (for both B); this keeps the order.
+
+* UniP-p (predictor, step i): s = s_i, extra points s_{i-1} .. s_{i-p+1} (p - 1 unknowns):
+  order p.
+* UniC-p (corrector, applied at the start of step i + 1, once D_{i+1} = D(y_{i+1}, s_{i+1}) is
+  known): the same update from s_i to s_{i+1}, with the points s_{i-1} .. s_{i-p+1} *and*
+  s_{i+1} itself (r = 1): order p + 1, without an extra evaluation.  The corrected y_{i+1}
+  then feeds the next predictor; D_{i+1} (evaluated at the uncorrected point) is kept as is.
+  The last step is never corrected (no evaluation follows it), so NFE = number of steps.
+
+Step-order semantics follow diffusers' ``UniPCMultistepScheduler`` (predict_x0, bh1/bh2,
+``disable_corrector=[]``): warm-up order min(order, i + 1); with ``lower_order_final``
+(default True) the order at step i is also capped at n_steps - i *whatever the number of
+steps* (diffusers' UniPC rule, unlike DPM-Solver++'s "< 15 steps"); the corrector applied at
+step i has the order of the predictor of step i - 1.  A step to s = 0 is the first-order limit
+y = D (diffusers' bh1 returns NaN there, bh2 returns D).
+
+Example::
+
+    >>> import torch, diffsolve
+    >>> from diffsolve.models.gmm import builtin
+    >>> g = builtin("gmm-2d")
+    >>> noise = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> res = diffsolve.sample(g, noise, solver="unipc", nfe=6, schedule="log-snr", order=3)
+    >>> res.nfe, bool(torch.isfinite(res.samples).all())
+    (6, True)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import Solver, SolverState, bc, register
+from .dpmpp import _h, multistep_order
+from .euler import ddim_update
+
+__all__ = ["UniPCBh1", "UniPCBh2", "unipc_update", "unipc_coefficients"]
+
+B_FUNCTIONS = {
+    "bh1": lambda h: h,
+    "bh2": lambda h: -torch.expm1(-h),
+}
+
+
+def unipc_coefficients(rs: Sequence[Tensor], h: Tensor, B: Tensor) -> Tensor:
+    """Solve the order conditions (R) for the weights a_k of the points at offsets ``rs``."""
+    m = len(rs)
+    if m == 1:
+        return torch.full((1,), 0.5, dtype=h.dtype, device=h.device)  # the paper's a_1 = 1/2
+    c = -torch.expm1(-h)  # c_0
+    rhs = []
+    for n in range(1, m + 1):
+        c = 1 - n * c / h  # (C)
+        rhs.append(c / B)
+    r = torch.stack(list(rs))
+    R = torch.stack([r ** (n - 1) for n in range(1, m + 1)])  # row n: r_k^{n-1}
+    return torch.linalg.solve(R, torch.stack(rhs))
+
+
+def unipc_update(y: Tensor, s: Tensor, s_next: Tensor, d: Tensor, points: Sequence[tuple[Tensor, Tensor]],
+                 variant: str) -> Tensor:
+    """The unified update (U) from level s (denoised ``d``) to s_next > 0, with extra points
+    ``(level, denoised)``; no points gives the first-order (DDIM) step."""
+    h = _h(s, s_next)
+    y_next = bc(s_next / s, y) * y - torch.expm1(-h) * d
+    if not points:
+        return y_next
+    rs = [_h(s, lev) / h for lev, _ in points]
+    B = B_FUNCTIONS[variant](h)
+    a = unipc_coefficients(rs, h, B)
+    corr = sum(a[k] * (dk - d) / rs[k] for k, (_, dk) in enumerate(points))
+    return y_next + B * corr
+
+
+class _UniPC(Solver):
+    variant = "bh2"
+    paper = "UniPC (Zhao et al. 2023), UniP-p / UniC-p, data prediction"
+    nfe_rule = "1 per step (the corrector reuses the next step's evaluation)"
+    default_schedule = "log-snr"
+    ORDERS = (1, 2, 3)
+
+    def __init__(self, order: int = 2, corrector: bool = True, lower_order_final: bool = True):
+        if order not in self.ORDERS or isinstance(order, bool):
+            raise ValueError(f"{self.name} order must be one of {', '.join(map(str, self.ORDERS))}, got {order!r}")
+        for key, val in (("corrector", corrector), ("lower_order_final", lower_order_final)):
+            if not isinstance(val, bool):
+                raise ValueError(f"{key} must be True or False, got {val!r}")
+        self.max_order, self.corrector, self.lower_order_final = order, corrector, lower_order_final
+        #: order of accuracy: UniC raises UniP-p to p + 1
+        self.order = order + 1 if corrector else order
+
+    def _order(self, i: int, n: int, to_zero: bool) -> int:
+        return multistep_order(i, n, self.max_order, self.lower_order_final, to_zero, below=None)
+
+    def step(self, state: SolverState, denoise) -> SolverState:
+        i, y, sig, hist = state.i, state.y, state.sigmas, state.history
+        s, s_next = sig[i], sig[i + 1]
+        d = denoise(y, s)
+        if self.corrector and i > 0:
+            # UniC-p on the previous step s_{i-1} -> s_i, p the order of that step's predictor
+            p = self._order(i - 1, state.n_steps, False)
+            pts = [(sig[i - 1 - k], hist[-1 - k]) for k in range(1, p)] + [(s, d)]
+            y = unipc_update(state.extra["unipc_y"], sig[i - 1], s, hist[-1], pts, self.variant)
+        k = self._order(i, state.n_steps, bool(s_next == 0))
+        if k == 1:
+            y_next = ddim_update(y, d, s, s_next)  # UniP-1, and the exact limit y = D at s = 0
+        else:
+            pts = [(sig[i - j], hist[-j]) for j in range(1, k)]  # UniP-k
+            y_next = unipc_update(y, s, s_next, d, pts, self.variant)
+        extra = {**state.extra, "unipc_y": y} if self.corrector else state.extra
+        return state.replace(y=y_next, i=i + 1, history=self.push(hist, d, self.max_order), extra=extra)
+
+
+@register
+class UniPCBh1(_UniPC):
+    """UniPC with B(h) = h. Options: ``order`` (1..3, default 2), ``corrector`` (default True),
+    ``lower_order_final`` (default True)."""
+
+    name = "unipc-bh1"
+    aliases = ("unipc_bh1",)
+    order = 3
+    variant = "bh1"
+    paper = "UniPC (Zhao et al. 2023), B(h) = h, data prediction"
+
+
+@register
+class UniPCBh2(_UniPC):
+    """UniPC with B(h) = e^h - 1 (data prediction: 1 - e^{-h}). Options as :class:`UniPCBh1`."""
+
+    name = "unipc-bh2"
+    aliases = ("unipc", "unipc_bh2")
+    order = 3
+    variant = "bh2"
+    paper = "UniPC (Zhao et al. 2023), B(h) = e^h - 1, data prediction"
