@@ -131,7 +131,8 @@ def x0_from_prediction(prediction: str, out: Tensor, x: Tensor, t: Tensor, path:
     if prediction == "velocity":
         da, ds = _bc(path.dalpha(t).to(x.dtype), x), _bc(path.dsigma(t).to(x.dtype), x)
         return (ds * x - sg * out) / (ds * a - sg * da)
-    raise ValueError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+    raise ValueError(f"unknown prediction {prediction!r}; accepted here: {', '.join(PREDICTIONS[:5])} "
+                     "('edm' needs its preconditioning: use NetworkDenoiser)")
 
 
 def prediction_from_x0(prediction: str, x0: Tensor, x: Tensor, t: Tensor, path: Path) -> Tensor:
@@ -149,7 +150,8 @@ def prediction_from_x0(prediction: str, x0: Tensor, x: Tensor, t: Tensor, path: 
     if prediction == "velocity":
         da, ds = _bc(path.dalpha(t).to(x.dtype), x), _bc(path.dsigma(t).to(x.dtype), x)
         return da * x0 + ds * eps
-    raise ValueError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+    raise ValueError(f"unknown prediction {prediction!r}; accepted here: {', '.join(PREDICTIONS[:5])} "
+                     "('edm' needs its preconditioning: use NetworkDenoiser)")
 
 
 def edm_preconditioning(s: Tensor, sigma_data: float):

@@ -84,14 +84,6 @@ def table(title: str, rows: list[tuple[str, object]], nfes=NFES) -> None:
     print()
 
 
-def diffusers_grid(n: int, **cfg) -> torch.Tensor:
-    from diffusers import DPMSolverMultistepScheduler
-
-    sch = DPMSolverMultistepScheduler(**cfg)
-    sch.set_timesteps(n)
-    return sch.timesteps.to(F64)
-
-
 def theirs(**cfg):
     def fn(n):
         x, ts = diffusers_run(n, **cfg)

@@ -10,6 +10,10 @@ Reproduce (one CPU thread, a few minutes):
 
     python scripts/train_feature_net.py
 
+and print the validation table of docs/metrics.md (noise, blur, broken samplers) with
+
+    python scripts/train_feature_net.py --validate
+
 Training: the 50,000 MNIST training images, random shifts of up to 2 pixels, AdamW with a
 one-cycle learning rate, batch 128; the 10,000 validation images are only watched, the test
 images only measured at the end. Deterministic on CPU for a given seed and torch version.
@@ -34,7 +38,7 @@ from diffsolve.data import mnist  # noqa: E402
 from diffsolve.io import atomic_write, atomic_write_json  # noqa: E402
 from diffsolve.metrics.features import WEIGHTS_DIR, WEIGHTS_FILE, MnistNet  # noqa: E402
 from diffsolve.metrics.frechet import FLOOR_FILE, REFERENCES, feature_stats, frechet_from_stats  # noqa: E402
-from diffsolve.metrics.precision_recall import precision_recall  # noqa: E402
+from diffsolve.metrics.precision_recall import knn_metrics  # noqa: E402
 
 FLOOR_SIZES = (500, 1000, 2000, 5000, 10000, 25000, 50000)
 
@@ -60,9 +64,27 @@ def evaluate(net: MnistNet, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def all_features(net: MnistNet, x: torch.Tensor) -> torch.Tensor:
+def all_features(net: MnistNet, x: torch.Tensor, layer: str = "penultimate") -> torch.Tensor:
     net.eval()
-    return torch.cat([net.features(x[i:i + 1000]) for i in range(0, len(x), 1000)])
+    return torch.cat([net.layers(x[i:i + 1000])[layer] for i in range(0, len(x), 1000)])
+
+
+def validate(n: int) -> int:
+    """Markdown table: image_quality of n real training images, degraded and broken versions."""
+    from diffsolve.metrics.validation import validation_table
+
+    x, y = mnist("train")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:n]
+    t0 = time.time()
+    rows = validation_table(x[idx], y[idx])
+    keys = ["fd", "fd_ratio", "precision", "recall", "density", "coverage", "class_accuracy"]
+    print(f"n = {n} training images vs the MNIST test set (fd_floor = {rows[0][1]['fd_floor']:.3f})\n")
+    print("| images | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, q in rows:
+        print(f"| {name} | " + " | ".join(f"{q[k]:.3f}" if k != "fd" else f"{q[k]:.2f}" for k in keys) + " |")
+    print(f"\n({time.time() - t0:.0f} s)")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -74,8 +96,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=WEIGHTS_DIR)
+    ap.add_argument("--validate", action="store_true",
+                    help="train nothing: print the validation table of the shipped metric (docs/metrics.md)")
+    ap.add_argument("--validate-n", type=int, default=10000)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.validate:
+        return validate(args.validate_n)
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
 
@@ -131,8 +158,9 @@ def main(argv=None) -> int:
         spreads[str(n)] = [min(vals), max(vals)]
         print(f"FD floor n={n}: {floors[str(n)]:.4f} (range {min(vals):.4f}..{max(vals):.4f})", flush=True)
     fd_valid = frechet_from_stats(*feature_stats(fva), mu, sigma)
-    pr = precision_recall(fte, ftr[perm[:10000]], k=3)
-    print(f"FD valid(10k) vs test: {fd_valid:.4f}; precision/recall train(10k) vs test, k=3: {pr}", flush=True)
+    pr = knn_metrics(all_features(net, xte, "conv"), all_features(net, xtr[perm[:10000]], "conv"), k=3, k_density=5)
+    print(f"FD valid(10k) vs test: {fd_valid:.4f}; train(10k) vs test on conv features, precision/recall "
+          f"(k=3), density/coverage (k=5): {pr}", flush=True)
 
     with open(wpath, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
@@ -140,7 +168,7 @@ def main(argv=None) -> int:
         "fd_train_vs_test": floors,
         "fd_train_vs_test_range": spreads,
         "fd_valid_vs_test_10000": fd_valid,
-        "precision_recall_train_vs_test_10000_k3": pr,
+        "knn_metrics_train_vs_test_10000_conv": pr,
         "accuracy": acc,
         "train_seconds": round(train_seconds, 1),
         "threads": args.threads,

@@ -205,5 +205,7 @@ def test_wrong_prediction_names_rejected():
     for fn in (x0_from_prediction, prediction_from_x0):
         with pytest.raises(ValueError, match="accepted"):
             fn("epsilon", x, x, t, p)
+        with pytest.raises(ValueError, match="NetworkDenoiser"):  # edm is preconditioning, not algebra
+            fn("edm", x, x, t, p)
     with pytest.raises(ValueError, match="unknown path"):
         NetworkDenoiser(gmm().network(p, "x0"), "edm2", "x0")

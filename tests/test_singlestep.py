@@ -88,6 +88,17 @@ def test_fast_orders_live_in_the_state_not_the_solver():
         diffsolve.sample(G2, _noise(), solver=slv, nfe=12, schedule=grid)
 
 
+def test_fast_is_made_of_the_papers_steps():
+    """nfe = 11 to zero: DPM-Solver-3, -3, then DPM-Solver-2, -2 (r1 = 1/2), then y = D."""
+    noise = _noise()
+    res = diffsolve.sample(G2, noise, solver="dpm-solver-fast", nfe=11, schedule="log-snr")
+    grid = res.sigmas.tolist()
+    y = noise * grid[0]
+    for name, a, b in (("dpm-solver-3", 0, 2), ("dpm-solver-2", 2, 4), ("ddim", 4, 5)):
+        y = diffsolve.sample(G2, noise, solver=name, nfe=None, schedule=grid[a:b + 1], y_start=y).samples
+    assert torch.allclose(res.samples, y, rtol=0, atol=1e-13)
+
+
 @pytest.mark.parametrize("name", TWO_EVAL + ["dpm-solver-3", "dpm-solver-fast", "dpm-solver-23"])
 def test_final_step_to_zero_is_the_denoiser(name):
     """The last step lands exactly on D(y_{N-1}, s_{N-1}): finite, one evaluation."""

@@ -34,23 +34,25 @@ from .features import (FEATURE_DIM, LAYERS, check_images, check_labels, class_ac
                        features, layer_outputs, logits)
 from .frechet import (REFERENCES, feature_stats, frechet_distance, frechet_floor, frechet_from_stats,
                       reference_stats, trace_sqrt_product)
-from .precision_recall import density_coverage, knn_radii, manifold_coverage, precision_recall
+from .precision_recall import density_coverage, knn_metrics, knn_radii, precision_recall
 
 __all__ = ["image_quality", "format_quality", "features", "layer_outputs", "LAYERS", "logits", "classify", "class_accuracy", "feature_net",
            "check_images", "FEATURE_DIM", "frechet_distance", "frechet_floor", "frechet_from_stats",
            "feature_stats", "reference_stats", "trace_sqrt_product", "REFERENCES", "precision_recall",
-           "density_coverage", "knn_radii", "manifold_coverage", "sliced_w2", "mmd", "median_bandwidth", "mode_tv",
+           "density_coverage", "knn_radii", "knn_metrics", "sliced_w2", "mmd", "median_bandwidth", "mode_tv",
            "mode_tv_floor", "rms_error", "compare_to_exact"]
 
 
-@lru_cache(maxsize=4)
-def _test_conv_features(n: int, seed: int) -> Tensor:
+@lru_cache(maxsize=2)
+def _test_reference(n: int, seed: int, k: int) -> tuple[Tensor, Tensor]:
+    """Conv features of a seeded subset of n MNIST test images and their k-NN radii (k and 5)."""
     from ..data import mnist
 
     x = mnist("test")[0]
     if n < x.shape[0]:
         x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]]
-    return features(x, layer="conv")
+    f = features(x, layer="conv")
+    return f, knn_radii(f, (k, 5))
 
 
 def image_quality(images: Tensor, labels: Tensor | None = None, k: int = 3, seed: int = 0) -> dict:
@@ -71,9 +73,8 @@ def image_quality(images: Tensor, labels: Tensor | None = None, k: int = 3, seed
     fd, floor = frechet_distance(out["penultimate"]), frechet_floor(n)
     q = {"n": int(n), "fd": fd, "fd_floor": floor, "fd_ratio": fd / floor}
     if n > max(k, 5):
-        real = _test_conv_features(min(n, 10000), seed)
-        q.update(precision_recall(real, out["conv"], k=k))
-        q.update(density_coverage(real, out["conv"], k=5))
+        real, radii = _test_reference(min(n, 10000), seed, k)
+        q.update(knn_metrics(real, out["conv"], k=k, k_density=5, real_radii=radii))
     if labels is not None:
         labels = check_labels(labels, n)
         q["class_accuracy"] = float((out["logits"].argmax(1) == labels).double().mean())

@@ -62,12 +62,8 @@ class MnistNet(nn.Module):
         feat = torch.relu(self.fc(conv))
         return {"conv": conv, "penultimate": feat, "logits": self.head(self.drop(feat))}
 
-    def features(self, x: Tensor) -> Tensor:
-        """Penultimate activations (N, feature_dim)."""
-        return torch.relu(self.fc(self.conv(x).flatten(1)))
-
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.drop(self.features(x)))
+        return self.layers(x)["logits"]
 
 
 @lru_cache(maxsize=1)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["knn_radii", "manifold_coverage", "precision_recall", "density_coverage"]
+__all__ = ["knn_radii", "knn_metrics", "precision_recall", "density_coverage"]
 
 
 def _check(x: Tensor, name: str) -> Tensor:
@@ -44,41 +44,51 @@ def _check(x: Tensor, name: str) -> Tensor:
     return x.to(torch.float64)
 
 
-def knn_radii(x: Tensor, k: int = 3, chunk: int = 1024) -> Tensor:
-    """Distance of each row of x to its k-th nearest neighbour among the other rows (N,).
+def knn_radii(x: Tensor, k: int | tuple[int, ...] = 3, chunk: int = 1024) -> Tensor:
+    """Distance of each row of x to its k-th nearest neighbour among the other rows: (N,) for one
+    k, (len(k), N) for a tuple of k's (one pass).
 
     >>> knn_radii(torch.tensor([[0.0], [1.0], [3.0]]), k=1).tolist()
     [1.0, 1.0, 2.0]
     """
     x = _check(x, "x")
-    if not 1 <= k < x.shape[0]:
-        raise ValueError(f"k must be in [1, {x.shape[0] - 1}] for {x.shape[0]} points, got {k}")
+    ks = (k,) if isinstance(k, int) else tuple(k)
+    for kk in ks:
+        if not 1 <= kk < x.shape[0]:
+            raise ValueError(f"k must be in [1, {x.shape[0] - 1}] for {x.shape[0]} points, got {kk}")
     out = []
     for i in range(0, x.shape[0], chunk):
         d = torch.cdist(x[i:i + chunk], x)
         # the smallest distance is the point itself (0); the (k+1)-th smallest is the k-th neighbour
-        out.append(d.topk(k + 1, dim=1, largest=False).values[:, k])
-    return torch.cat(out)
+        out.append(d.topk(max(ks) + 1, dim=1, largest=False).values[:, list(ks)].T)
+    r = torch.cat(out, 1)
+    return r[0] if isinstance(k, int) else r
 
 
-def _ball_hits(queries: Tensor, support: Tensor, radii: Tensor, chunk: int = 1024) -> tuple[Tensor, Tensor]:
-    """For the balls B(support_j, radii_j): how many balls contain each query (Nq,), and whether
-    each ball contains at least one query (Ns,)."""
-    q, s = _check(queries, "queries"), _check(support, "support")
-    if q.shape[1] != s.shape[1]:
-        raise ValueError(f"feature dimensions differ: {q.shape[1]} vs {s.shape[1]}")
-    radii = torch.as_tensor(radii, dtype=torch.float64)
-    counts, hit = [], torch.zeros(s.shape[0], dtype=torch.bool)
-    for i in range(0, q.shape[0], chunk):
-        inside = torch.cdist(q[i:i + chunk], s) <= radii[None, :]
-        counts.append(inside.sum(1))
-        hit |= inside.any(0)
-    return torch.cat(counts), hit
-
-
-def manifold_coverage(queries: Tensor, support: Tensor, radii: Tensor) -> float:
-    """Fraction of query points inside the union of balls B(support_j, radii_j) (eq. 1)."""
-    return float((_ball_hits(queries, support, radii)[0] > 0).double().mean())
+def knn_metrics(real_feats: Tensor, fake_feats: Tensor, k: int = 3, k_density: int = 5,
+                real_radii: Tensor | None = None, chunk: int = 1024) -> dict[str, float]:
+    """Precision and recall (k-NN balls, ``k``) and density and coverage (real balls of
+    ``k_density``) from one pass over the real-fake distances. ``real_radii`` (2, N_real) from
+    ``knn_radii(real, (k, k_density))`` may be passed to reuse them across calls."""
+    real, fake = _check(real_feats, "real_feats"), _check(fake_feats, "fake_feats")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature dimensions differ: real {real.shape[1]} vs fake {fake.shape[1]}")
+    r_real = knn_radii(real, (k, k_density)) if real_radii is None else torch.as_tensor(real_radii, dtype=torch.float64)
+    if r_real.shape != (2, real.shape[0]):
+        raise ValueError(f"real_radii must be (2, {real.shape[0]}), got {tuple(r_real.shape)}")
+    r_fake = knn_radii(fake, k)
+    on_real, density_hits = 0, 0
+    recalled = torch.zeros(real.shape[0], dtype=torch.bool)
+    covered = torch.zeros(real.shape[0], dtype=torch.bool)
+    for i in range(0, fake.shape[0], chunk):
+        d = torch.cdist(fake[i:i + chunk], real)  # (chunk, N_real)
+        on_real += int((d <= r_real[0]).any(1).sum())                # eq. (1) for precision
+        recalled |= (d <= r_fake[i:i + chunk, None]).any(0)          # eq. (1) for recall
+        in_dc = d <= r_real[1]
+        density_hits += int(in_dc.sum())
+        covered |= in_dc.any(0)
+    return {"precision": on_real / fake.shape[0], "recall": float(recalled.double().mean()),
+            "density": density_hits / (k_density * fake.shape[0]), "coverage": float(covered.double().mean())}
 
 
 def precision_recall(real_feats: Tensor, fake_feats: Tensor, k: int = 3) -> dict[str, float]:
@@ -86,16 +96,11 @@ def precision_recall(real_feats: Tensor, fake_feats: Tensor, k: int = 3) -> dict
     k-NN manifold estimate. Returns ``{"precision": p, "recall": r}``.
 
     Precision is sensitive to outliers among the real features: a few ambiguous real images
-    have large k-NN balls that can cover a whole cluster of wrong samples (on MNIST, colour-
-    inverted digits reach precision ~0.6 while their recall is 0). :func:`density_coverage`
-    is the remedy Naeem et al. (2020) proposed; read precision together with it and the
-    Frechet distance."""
-    real, fake = _check(real_feats, "real_feats"), _check(fake_feats, "fake_feats")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"feature dimensions differ: real {real.shape[1]} vs fake {fake.shape[1]}")
-    precision = manifold_coverage(fake, real, knn_radii(real, k))
-    recall = manifold_coverage(real, fake, knn_radii(fake, k))
-    return {"precision": precision, "recall": recall}
+    have large k-NN balls that can cover a cluster of wrong samples, and a sampler that
+    collapses onto one point inside such a ball gets precision 1. Read it with recall, the
+    Frechet distance and :func:`density_coverage` (Naeem et al. 2020's remedy)."""
+    m = knn_metrics(real_feats, fake_feats, k=k, k_density=k)
+    return {"precision": m["precision"], "recall": m["recall"]}
 
 
 def density_coverage(real_feats: Tensor, fake_feats: Tensor, k: int = 5) -> dict[str, float]:
@@ -112,6 +117,5 @@ def density_coverage(real_feats: Tensor, fake_feats: Tensor, k: int = 5) -> dict
     >>> 0.8 < dc["density"] < 1.2 and dc["coverage"] > 0.9
     True
     """
-    real, fake = _check(real_feats, "real_feats"), _check(fake_feats, "fake_feats")
-    counts, hit = _ball_hits(fake, real, knn_radii(real, k))
-    return {"density": float(counts.sum()) / (k * fake.shape[0]), "coverage": float(hit.double().mean())}
+    m = knn_metrics(real_feats, fake_feats, k=k, k_density=k)
+    return {"density": m["density"], "coverage": m["coverage"]}
