@@ -140,7 +140,8 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
         if nfe is not None:
             slv = slv.for_nfe(nfe, final_zero)  # budget-dependent plans (dpm-solver-fast); adaptive: refused
         n_steps = slv.steps_for_nfe(nfe, final_zero)  # adaptive solvers: nfe=None, a [s_max, (s_min,) 0] grid
-        sigmas = make_schedule(schedule, n_steps, path=p, s_min=s_min, s_max=s_max, final=final, rho=rho, shift=shift)
+        kind = "log-snr" if getattr(slv, "adaptive", False) else schedule  # adaptive: only the end points count
+        sigmas = make_schedule(kind, n_steps, path=p, s_min=s_min, s_max=s_max, final=final, rho=rho, shift=shift)
     else:
         sigmas = validate_schedule(schedule)
         final_zero = bool(sigmas[-1] == 0)

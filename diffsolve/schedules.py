@@ -82,7 +82,9 @@ def karras(n: int, s_min: float, s_max: float, rho: float = 7.0) -> Tensor:
 
 def log_snr(n: int, s_min: float, s_max: float) -> Tensor:
     """n levels uniform in lambda = -log s."""
-    return torch.exp(torch.linspace(math.log(s_max), math.log(s_min), n, dtype=F64))
+    out = torch.exp(torch.linspace(math.log(s_max), math.log(s_min), n, dtype=F64))
+    out[0], out[-1] = s_max, s_min  # exact end points (exp(log(x)) may differ in the last bit)
+    return out
 
 
 def flow_shift(n: int, s_min: float, s_max: float, shift: float = 3.0) -> Tensor:

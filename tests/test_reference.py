@@ -6,7 +6,7 @@ gmm-64 against that solve and on a Gaussian whose trajectory is known in closed 
 Measured (ddpm-linear, s_min = 5): RK4-400 vs dopri5 (512 evaluations) 3.8e-10 RMS, RK4 slope
 4.16 over 10/20/40 steps; down to the path's s_min = 0.01: RK4-400 vs dopri5 5e-9 (1106
 evaluations; RK4-800 agrees with dopri5 to 4e-10), RK4 slope 3.99 over 100/200/400 steps.
-Gaussian (80 -> 0.01): RK4-400 error 8e-9, slope ~4 over 20/40/80 steps.
+Gaussian (80 -> 0.01): RK4-400 error 8e-9, slope 4.18 over 20/40/80 steps.
 """
 
 from __future__ import annotations

@@ -21,11 +21,9 @@ def _fixed_loss(net, x, path, pred, dist, weighting="none"):
                                     weighting=weighting))
 
 
-@pytest.mark.parametrize("path,pred,dist", CASES)
-@pytest.mark.parametrize("weighting", ["none", "min-snr"])
+# (unweighted score matching is left out: its target variance ~ 1/sigma_min^2 swamps the test)
+@pytest.mark.parametrize("path,pred,dist,weighting", [c + ("none",) for c in CASES[:5]] + [c + ("min-snr",) for c in CASES])
 def test_exact_network_minimises_the_loss(path, pred, dist, weighting):
-    if pred == "score" and weighting == "none":
-        pytest.skip("unweighted score matching: target variance ~ 1/sigma_min^2 swamps the test")
     # E||f - target||^2 is minimised by f = E[target | x_t]: the exact network of a Gaussian
     # mixture (built with the sampling-time adapters) must beat any shifted copy of itself, by
     # about the squared shift. This ties the training targets to the sampling algebra.

@@ -4,11 +4,12 @@ Both loops run the same tiny network (a two-layer MLP on 2-D data with the times
 input, float32) on the same DDPM table (``ddpm-linear``), the same timesteps (diffusers'
 ``timestep_spacing="linspace"``, our ``time-linspace``) and the same method (DPM-Solver++(2M)):
 
-* ours: ``diffsolve.sample(from_network(net, path, "eps"), noise, solver="dpm++2m", ...)``, the
-  whole call (schedule construction, range checks, state in float64, NFE check);
+* ours: ``diffsolve.sample(den, noise, solver="dpm++2m", ...)`` with ``den = from_network(net,
+  path, "eps")``, the whole call (schedule construction, range checks, state in float64, NFE
+  check); the adapter is built once, as a pipeline builds its scheduler once;
 * diffusers: ``scheduler.set_timesteps(n)`` then the canonical loop
-  ``x = scheduler.step(net(x, t), t, x).prev_sample`` (the scheduler object built once, as a
-  pipeline does).
+  ``x = scheduler.step(net(scheduler.scale_model_input(x, t), t), t, x).prev_sample`` (the
+  scheduler object built once).
 
 The network's own time is measured inside it (``time.perf_counter`` around each call) and
 subtracted; what is left, divided by the number of steps, is the loop overhead per step.  The
@@ -62,10 +63,9 @@ class TinyNet(torch.nn.Module):
         return out
 
 
-def _ours(net: TinyNet, noise: torch.Tensor, steps: int) -> tuple[float, float]:
+def _ours(net: TinyNet, den, noise: torch.Tensor, steps: int) -> tuple[float, float]:
     import diffsolve
 
-    den = diffsolve.from_network(net, "ddpm-linear", "eps")
     net.seconds, net.calls = 0.0, 0
     t0 = _clock()
     with torch.no_grad():
@@ -99,7 +99,10 @@ def measure_overhead(batch_sizes: Sequence[int] = (1, 64), steps: int = 20, repe
 
     if threads is not None:
         torch.set_num_threads(threads)
+    import diffsolve
+
     net = TinyNet()
+    den = diffsolve.from_network(net, "ddpm-linear", "eps")  # built once, as the scheduler is
     sched = DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                                         solver_order=2, algorithm_type="dpmsolver++",
                                         timestep_spacing="linspace")
@@ -108,7 +111,7 @@ def measure_overhead(batch_sizes: Sequence[int] = (1, 64), steps: int = 20, repe
         noise = torch.randn(B, 2, generator=torch.Generator().manual_seed(B))
         ours, theirs = [], []
         for r in range(warmup + repeats):
-            a_tot, a_net = _ours(net, noise, steps)
+            a_tot, a_net = _ours(net, den, noise, steps)
             b_tot, b_net = _diffusers(net, sched, noise, steps)
             if r >= warmup:
                 ours.append((a_tot - a_net) / steps)

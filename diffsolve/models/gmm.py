@@ -79,23 +79,21 @@ class GaussianMixture(Denoiser):
         return y.reshape(y.shape[0], -1).to(torch.float64)
 
     def _component_terms(self, yf: Tensor, s: Tensor):
-        """Per component: log N(y; mu_k, C_k + s^2 I) (B, K) and the posterior means (B, K, n)."""
+        """Per component: log N(y; mu_k, C_k + s^2 I) (B, K) and the posterior means (B, K, n),
+        all components at once (broadcast over k)."""
         n = self.dim
         s2 = s.to(torch.float64) ** 2
-        logps, post = [], []
-        for k in range(self.K):
-            a = self.c[k] + s2  # (B,)
-            v = yf - self.means[k]
-            Uk, dk = self.U[k], self.d[k]
-            P = v @ Uk  # (B, r)
-            ad = a[:, None] + dk[None, :]
-            maha = (v * v).sum(1) / a - (P * P * dk[None, :] / (a[:, None] * ad)).sum(1)
-            logdet = (n - dk.numel()) * torch.log(a) + torch.log(ad).sum(1)
-            logps.append(-0.5 * (maha + logdet + n * math.log(2 * math.pi)))
-            shrink = self.c[k] / a  # eigenvalue c/(c+s^2) off the subspace
-            gain = (dk[None, :] + self.c[k]) / ad - shrink[:, None]
-            post.append(self.means[k] + shrink[:, None] * v + (P * gain) @ Uk.T)
-        return torch.stack(logps, 1), torch.stack(post, 1)
+        a = self.c[None, :] + s2[:, None]  # (B, K): isotropic variance of the noised component
+        v = yf[:, None, :] - self.means[None]  # (B, K, n)
+        P = torch.bmm(v.transpose(0, 1), self.U).transpose(0, 1)  # (B, K, r): subspace coordinates
+        ad = a[:, :, None] + self.d[None]  # (B, K, r)
+        maha = (v * v).sum(2) / a - (P * P * self.d[None] / (a[:, :, None] * ad)).sum(2)
+        logdet = (n - self.d.shape[1]) * torch.log(a) + torch.log(ad).sum(2)
+        logp = -0.5 * (maha + logdet + n * math.log(2 * math.pi))
+        shrink = self.c[None, :] / a  # eigenvalue c/(c+s^2) off the subspace
+        gain = (self.d[None] + self.c[None, :, None]) / ad - shrink[:, :, None]
+        post = self.means[None] + shrink[:, :, None] * v + torch.bmm((P * gain).transpose(0, 1), self.U.transpose(1, 2)).transpose(0, 1)
+        return logp, post
 
     def log_prob(self, y: Tensor, s: Tensor | float) -> Tensor:
         """Exact log-density of the canonical noised marginal p_s(y), y = x0 + s eps."""
