@@ -11,33 +11,46 @@ reaches 1.9 only at 160-320 NFE (measured on ddpm-linear).
 Warm-up.  A k-step method starts with lower orders (step i uses min(order, i + 1)); the
 first, Euler-like step has an O(h^2) local error, which stays in the global error: every
 multistep method with that start is, strictly, globally second order, with a small constant
-(~1/s_max for the lambda-methods).  That floor is reached quickly by the fourth-order methods
-and by DEIS/iPNDM (polynomials in s): with a plain grid at s_min = 20 iPNDM's local slope falls
-from 3.25 to 3.14 between 16 and 64 steps, its first step alone making ~half the error.
-Methods claiming order > 2 are therefore measured on a "warm" grid: ``WARM`` tiny steps of
-size H^2 at the start (so that the warm-up errors are O(H^4)), then M steps of size H; the
-slope is taken against M.  Second- and third-order lambda-methods use plain ``log-snr``
-grids through ``orders.errors`` (their warm-up floor is far below the measured errors).
+(~1/s_max here).  The fourth-order methods and DEIS/iPNDM (polynomials in s) reach that floor
+within the measured range: with a plain grid at s_min = 20 iPNDM's local slope *falls* from
+3.25 to 3.14 between 16 and 64 steps, its first step alone making about half the error.
+Methods of order > 2 that meet the floor are therefore measured on a "warm" grid: ``WARM``
+tiny steps of size H^2 at the start (warm-up errors O(H^4)), then M steps of size H, the slope
+taken against M, against an RK4 reference with twice the steps of ``orders.reference``
+(``fine_reference``: its ~6e-9 RMS error on flow would bend slopes measured near 1e-8).  The
+other methods use plain ``log-snr`` grids through ``orders.errors``.
 
-UniPC runs with ``lower_order_final=False``: diffusers' rule (kept by default) makes the last
-step first order at any number of steps, which caps the global order at 2.
+UniPC runs with ``lower_order_final=False``: diffusers' rule (kept as the default) makes the
+last step first order at any number of steps, which caps the global order at 2 (measured with
+the default, unipc-bh2 order 3 + corrector, 32..128 steps: slope 1.94 / 1.90, error at 128
+steps 6e-5 on ddpm-linear against 8e-8 without it; the last case of ``CASES`` keeps that documented).
 
-Measured slopes (ddpm-linear / flow; ``python -m pytest tests/test_convergence_multistep.py``,
-see ``MEASURED`` below for the values, NFE ranges in ``CASES``).  DPM-Solver++(3M) as in
-diffusers (``variant="reference"``) is second order (its D2 term carries half the Taylor
-coefficient; see diffsolve/solvers/dpmpp.py); ``variant="taylor"`` is third order.
+Measured (``python -m pytest tests/test_convergence_multistep.py``; steps as in ``CASES``;
+fit slope, ddpm-linear / flow):
+
+    dpm++2m 1.96 / 1.94          dpm++3m (reference) 2.17 / 2.22    dpm++3m taylor 2.91 / 2.87
+    unipc-bh1 p1+C 1.95 / 1.92   unipc-bh2 p1+C 1.93 / 1.90
+    unipc-bh1 p2+C 2.90 / 2.85   unipc-bh2 p2+C 2.89 / 2.83
+    unipc-bh1 p2 1.97 / 1.95     unipc-bh1 p3 2.91 / 2.87
+    unipc-bh1 p3+C 3.90 / 3.85   unipc-bh2 p3+C 3.90 / 3.85 (warm)
+    deis 2 1.90 / 1.85           deis 3 2.89 / 2.83 (warm)          ipndm 4 3.88 / 3.81 (warm)
+
+DPM-Solver++(3M) as in diffusers (``variant="reference"``) is second order: its D2 term carries
+half the Taylor coefficient (diffsolve/solvers/dpmpp.py; the closed form is checked in
+tests/test_multistep.py); ``variant="taylor"`` is third order.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import pytest
 import torch
 
 import diffsolve
 from diffsolve.paths import get_path
-from orders import errors, reference, rms, setup, slope
+from orders import REF_NFE, errors, rms, setup, slope
 
 S_MIN = 5.0
 PATHS = ["ddpm-linear", "flow"]
@@ -47,20 +60,21 @@ NO_LOF = {"lower_order_final": False}
 # (solver, options, order, grid, steps): grid "plain" = orders.errors on log-snr with NFE = steps;
 # "warm" = WARM tiny steps + M full steps (M = steps, NFE = M + WARM)
 CASES = [
-    ("dpm++2m", {}, 2, "plain", (16, 32, 64)),
-    ("dpm++3m", {}, 2, "plain", (16, 32, 64)),
-    ("dpm++3m", {"variant": "taylor"}, 3, "plain", (16, 32, 64)),
-    ("unipc-bh1", {"order": 1, **NO_LOF}, 2, "plain", (16, 32, 64)),
-    ("unipc-bh2", {"order": 1, **NO_LOF}, 2, "plain", (16, 32, 64)),
-    ("unipc-bh1", {"order": 2, **NO_LOF}, 3, "plain", (16, 32, 64)),
-    ("unipc-bh2", {"order": 2, **NO_LOF}, 3, "plain", (16, 32, 64)),
-    ("unipc-bh1", {"order": 2, "corrector": False, **NO_LOF}, 2, "plain", (16, 32, 64)),
-    ("unipc-bh1", {"order": 3, "corrector": False, **NO_LOF}, 3, "plain", (16, 32, 64)),
-    ("unipc-bh1", {"order": 3, **NO_LOF}, 4, "warm", (32, 64, 128)),
-    ("unipc-bh2", {"order": 3, **NO_LOF}, 4, "warm", (32, 64, 128)),
+    ("dpm++2m", {}, 2, "plain", (32, 64, 128)),
+    ("dpm++3m", {}, 2, "plain", (32, 64, 128)),
+    ("dpm++3m", {"variant": "taylor"}, 3, "plain", (32, 64, 128)),
+    ("unipc-bh1", {"order": 1, **NO_LOF}, 2, "plain", (32, 64, 128)),
+    ("unipc-bh2", {"order": 1, **NO_LOF}, 2, "plain", (32, 64, 128)),
+    ("unipc-bh1", {"order": 2, **NO_LOF}, 3, "plain", (32, 64, 128)),
+    ("unipc-bh2", {"order": 2, **NO_LOF}, 3, "plain", (32, 64, 128)),
+    ("unipc-bh1", {"order": 2, "corrector": False, **NO_LOF}, 2, "plain", (32, 64, 128)),
+    ("unipc-bh1", {"order": 3, "corrector": False, **NO_LOF}, 3, "plain", (32, 64, 128)),
+    ("unipc-bh1", {"order": 3, **NO_LOF}, 4, "warm", (64, 128, 256)),
+    ("unipc-bh2", {"order": 3, **NO_LOF}, 4, "warm", (64, 128, 256)),
     ("deis", {"order": 2}, 2, "plain", (32, 64, 128)),
     ("deis", {"order": 3}, 3, "warm", (64, 128, 256)),
-    ("ipndm", {"order": 4}, 4, "warm", (64, 128, 256)),
+    ("ipndm", {"order": 4}, 4, "warm", (96, 192, 384)),
+    ("unipc-bh2", {"order": 3}, 2, "plain", (32, 64, 128)),  # diffusers' lower_order_final: order 2
 ]
 # unipc-bh2 without corrector is dpm++2m (order 2) / dpm++3m "taylor" (order 3), deis/ipndm of
 # equal order are one scheme, deis 1 and unipc order 1 without corrector are DDIM: those
@@ -77,16 +91,26 @@ def warm_grid(path: str, s_min: float, m: int, warm: int = WARM) -> torch.Tensor
     return torch.exp(-lam)
 
 
+@lru_cache(maxsize=None)
+def fine_reference(path: str, s_min: float = S_MIN) -> torch.Tensor:
+    """RK4 with twice the steps of ``orders.reference`` (16x smaller error: ~4e-10 RMS on flow,
+    where the standard reference's ~6e-9 would bend the fourth-order slopes near 1e-8)."""
+    g, noise = setup("gmm-64", path)
+    return diffsolve.sample(g, noise, solver="rk4", nfe=2 * REF_NFE, schedule="log-snr", path=path, final="s_min",
+                            s_min=s_min).samples
+
+
 def warm_errors(solver: str, ms, *, path: str, s_min: float = S_MIN, **options) -> list[float]:
     g, noise = setup("gmm-64", path)
-    ref = reference("gmm-64", path, "log-snr", "s_min", s_min)
+    ref = fine_reference(path, s_min)
     return [rms(diffsolve.sample(g, noise, solver=solver, nfe=None, schedule=warm_grid(path, s_min, m),
                                  path=path, **options).samples, ref) for m in ms]
 
 
 def _id(case):
     name, opts, order, _, _ = case
-    return f"{name}-" + "-".join(f"{k}={v}" for k, v in opts.items() if k != "lower_order_final") + f"-p{order}"
+    lof = "" if opts.get("lower_order_final", True) is False or not name.startswith("unipc") else "-lof"
+    return f"{name}-" + "-".join(f"{k}={v}" for k, v in opts.items() if k != "lower_order_final") + f"{lof}-p{order}"
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -4,7 +4,6 @@ Frechet distance to noise and blur, and broken samplers that must score badly.""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from functools import lru_cache
@@ -24,17 +23,6 @@ from diffsolve.models.gmm import GaussianMixture, builtin
 N = 2000  # MNIST subset size for the validation tests
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Dense float64 algebra on 2 cores shared with other jobs is many times faster on 1 thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 @lru_cache(maxsize=None)
 def subset(split: str, n: int = N, seed: int = 0):
     x, y = mnist(split)
@@ -45,12 +33,6 @@ def subset(split: str, n: int = N, seed: int = 0):
 @lru_cache(maxsize=None)
 def feats(split: str, layer: str = "penultimate"):
     return features(subset(split)[0], layer=layer)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @lru_cache(maxsize=None)

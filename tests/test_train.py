@@ -3,8 +3,10 @@ network's loss decreases towards the exact one, and a killed run resumes bit for
 
 from __future__ import annotations
 
-import torch
+import json
+
 import pytest
+import torch
 
 from diffsolve.models.gmm import builtin
 from diffsolve.nets import MLP
@@ -78,6 +80,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     # the exported EMA checkpoint is identical too
     ea, eb = (load_file(str(tmp_path / d / "model.safetensors")) for d in "ab")
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    # and so is the loss log (seconds aside)
+    logs = [[(r["step"], r["loss"]) for r in map(json.loads, (tmp_path / d / "log.jsonl").read_text().splitlines())]
+            for d in "ab"]
+    assert logs[0] == logs[1] and len(logs[0]) == 3
 
 
 def test_resume_refuses_another_configuration(tmp_path):

@@ -287,6 +287,15 @@ def plot_errors(summary: dict, png: str) -> None:
                 ax.axhline(info["ref"], color="gray", ls=":", label="reference error (RK4 vs dopri5)")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            all_n = sorted({n for pts in series.values() for n in pts} | {n for n, _ in env})
+            if all_n:
+                from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+                ax.set_xticks(all_n)
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            lo = min([v[0] for _, v in env] + ([info["ref"]] if info["ref"] else []), default=1e-6)
+            ax.set_ylim(lo / 3, 3.0)  # diverged configurations (error > 3) leave the chart
             ax.set_xlabel("NFE (counted at the network)")
             ax.set_ylabel("RMS error vs reference")
             ax.set_title(f"{m}: {title}", fontsize=10)

@@ -53,7 +53,7 @@ __all__ = ["SweepSpec", "Cell", "COLUMNS", "DEFAULT_NFES", "DEFAULT_SCHEDULES", 
 
 F64 = torch.float64
 DEFAULT_NFES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 50)
-DEFAULT_SCHEDULES = ("log-snr", "karras", "time-linspace")
+DEFAULT_SCHEDULES = ("log-snr", "karras", "time-linspace", "time-quadratic")
 DEFAULT_RTOLS = (0.1, 0.03, 0.01, 0.003, 0.001)
 #: non-default options of our solvers that the default sweep also runs
 EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {
@@ -425,6 +425,10 @@ def _run_ours(spec, info, cell, bnet, p, pred, ctx):
                  seeds=sample_seeds(cell.seed, spec.batch), **opts)
     if res.nfe != cnet.calls:
         raise RuntimeError(f"driver reports {res.nfe} NFE, the network counted {cnet.calls}")
+    s0 = float(res.sigmas[0])
+    if abs(s0 / p.s_max - 1) > 1e-9:  # the comparison needs the reference's starting point
+        raise ValueError(f"schedule {info['schedule']!r} starts at s={s0:.6g}, not at s_max={p.s_max:.6g} "
+                         "where the reference (and every other method) starts")
     return res.samples, cnet.calls
 
 

@@ -79,8 +79,9 @@ class TrainedDenoiser(NetworkDenoiser):
             if lab.ndim == 0:
                 lab = lab.expand(x.shape[0])
             cond = {**cond, "labels": lab}
-        with torch.no_grad():
-            return super()._call_net(x, t, cond)
+        # no torch.no_grad here: guidance that differentiates through D (e.g. DPS) needs the graph;
+        # the weights are frozen, so plain sampling builds none.
+        return super()._call_net(x, t, cond)
 
     def __repr__(self) -> str:
         name = self.meta.get("name", "?")

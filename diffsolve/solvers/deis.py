@@ -2,16 +2,17 @@
 multistep exponential integrators with a polynomial extrapolation of the noise prediction.
 
 The time variable.  The paper writes the probability-flow ODE of a VP model as a semilinear
-ODE in x and removes the linear part with the exponential integrator (its eq. 11); the
-remaining integral of the noise prediction eps_theta is approximated by a Lagrange polynomial
-through the last r + 1 points (tAB-DEIS: polynomial in the model time t, coefficients by
-quadrature).  The paper also notes (Sec. 4, the "rho" reparameterisation, rhoAB-DEIS) that with
+ODE in x and removes the linear part with the exponential integrator; the remaining integral
+of the noise prediction eps_theta is approximated by a Lagrange polynomial through the last
+r + 1 points (tAB-DEIS: polynomial in the model time t, coefficients by quadrature).  The
+paper also uses the reparameterisation (rhoAB-DEIS)
 
-    y = x / alpha,   rho = sigma / alpha
+    y = x / alpha,   rho = sigma / alpha,
 
-the ODE becomes dy/drho = eps_theta(x, t): no linear part is left, and the exponential
-integrator is plain integration.  rho is our canonical level s, and eps = (y - D(y, s)) / s,
-so in canonical space
+in which the ODE becomes dy/drho = eps_theta(x, t): no linear part is left, and the
+exponential integrator is plain integration.  rho is our canonical level s; with
+x = alpha x0 + sigma eps, y = x0 + s eps, so the noise prediction is eps = (y - D(y, s)) / s
+and in canonical space
 
     dy/ds = eps(y, s),      y_{i+1} = y_i + int_{s_i}^{s_{i+1}} eps(y(s), s) ds.
 
@@ -97,7 +98,7 @@ class _AdamsBashforthS(Solver):
 
     def __init__(self, order: int | None = None):
         order = self.default_order if order is None else order
-        if order not in self.ORDERS or isinstance(order, bool):
+        if isinstance(order, bool) or not isinstance(order, int) or order not in self.ORDERS:
             raise ValueError(f"{self.name} order must be one of {', '.join(map(str, self.ORDERS))}, got {order!r}")
         self.order = order
 

@@ -18,7 +18,8 @@ so (U) matches the Taylor series up to D^(m) when the a_k solve the order condit
 
     sum_k a_k r_k^{n-1} = c_n(h) / B(h),     n = 1 .. m                                 (R)
 
-(the paper's R_p(h) a_p = phi_p(h)/B(h), Theorem 3.1 / Appendix: data prediction).  A system
+(the paper's linear system R_p(h) a_p = phi_p(h)/B(h) of UniC-p / UniP-p, here in its
+data-prediction form).  A system
 with a single unknown is replaced, as in the authors' code and diffusers, by its h -> 0 limit
 a_1 = 1/2 (for both B); this keeps the order.
 
@@ -35,7 +36,17 @@ Step-order semantics follow diffusers' ``UniPCMultistepScheduler`` (predict_x0, 
 (default True) the order at step i is also capped at n_steps - i *whatever the number of
 steps* (diffusers' UniPC rule, unlike DPM-Solver++'s "< 15 steps"); the corrector applied at
 step i has the order of the predictor of step i - 1.  A step to s = 0 is the first-order limit
-y = D (diffusers' bh1 returns NaN there, bh2 returns D).
+y = D (diffusers' bh1 returns NaN there, bh2 returns D).  Because of that rule the default
+run ends with a first-order step, which caps the global order at 2; pass
+``lower_order_final=False`` for high-accuracy runs to s_min (the order tests do).
+
+When p > 1 unknowns are solved for, B(h) cancels from (U): bh1 and bh2 differ only where a
+single coefficient is set to 1/2 (UniP-2, UniC-1).  UniP-2 with bh2 is DPM-Solver++(2M) and
+UniP-3 is DPM-Solver++(3M) with the full Taylor coefficient (tests/test_multistep.py).
+
+Hooks: the corrector recomputes y_{i+1} from y_i and the denoised outputs, so a hook that
+edits the state's y between steps (data consistency) sees its edit replaced by the corrected
+value, as in diffusers; use ``corrector=False`` with such hooks.
 
 Example::
 
@@ -105,7 +116,7 @@ class _UniPC(Solver):
     ORDERS = (1, 2, 3)
 
     def __init__(self, order: int = 2, corrector: bool = True, lower_order_final: bool = True):
-        if order not in self.ORDERS or isinstance(order, bool):
+        if isinstance(order, bool) or not isinstance(order, int) or order not in self.ORDERS:
             raise ValueError(f"{self.name} order must be one of {', '.join(map(str, self.ORDERS))}, got {order!r}")
         for key, val in (("corrector", corrector), ("lower_order_final", lower_order_final)):
             if not isinstance(val, bool):

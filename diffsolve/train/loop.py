@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import load_dataset
-from ..io import atomic_write
+from ..io import atomic_write, atomic_write_text
 from ..nets import build_net, num_params
 from ..paths import get_path
 from .losses import diffusion_loss
@@ -157,7 +157,7 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    step, elapsed, losses = 0, 0.0, []
+    step, elapsed, losses, window = 0, 0.0, [], []
     state_path = os.path.join(out_dir, "state.pt")
     if resume and os.path.exists(state_path):
         st = torch.load(state_path, weights_only=False)
@@ -168,14 +168,17 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
-        step, elapsed, losses = st["step"], st["elapsed"], st["losses"]
+        step, elapsed, losses, window = st["step"], st["elapsed"], st["losses"], st.get("window", [])
     n = data.shape[0]
     num_classes = int(arch_kwargs.get("num_classes", 0))
+    # the log restarts from what the checkpoint knows (drops lines of steps that were redone)
+    atomic_write_text(os.path.join(out_dir, "log.jsonl"),
+                      "".join(json.dumps({"step": a, "loss": b, "seconds": c}) + "\n" for a, b, c in losses))
 
     def checkpoint() -> None:
         _save_state(out_dir, {"config": cfg.to_dict(), "net": net.state_dict(), "ema": ema.state_dict(),
                               "opt": opt.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                              "step": step, "elapsed": elapsed, "losses": losses})
+                              "step": step, "elapsed": elapsed, "losses": losses, "window": window})
         extra = {"steps": step, "seconds": round(elapsed, 1), "params": num_params(net),
                  "final_loss": losses[-1][1] if losses else None, "command": command}
         save_checkpoint(os.path.join(out_dir, "model"), ema, _meta(cfg, arch_kwargs, data, labels, extra), export_dtype)
@@ -185,7 +188,7 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=f"train {cfg.data}")
-    t_start, last_ckpt, window = time.time(), time.time(), []
+    t_start, last_ckpt = time.time(), time.time()
     base_elapsed = elapsed
     net.train()
     while step < cfg.steps:
@@ -214,9 +217,9 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
         step += 1
         elapsed = base_elapsed + time.time() - t_start
         window.append(loss.item())
-        if step % log_every == 0 or step == cfg.steps:
+        if step % log_every == 0:
             mean = sum(window) / len(window)
-            window = []
+            window.clear()
             losses.append([step, mean, round(elapsed, 1)])
             with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
                 f.write(json.dumps({"step": step, "loss": mean, "seconds": round(elapsed, 1)}) + "\n")
