@@ -61,8 +61,8 @@ NO_LOF = {"lower_order_final": False}
 # "warm" = WARM tiny steps + M full steps (M = steps, NFE = M + WARM)
 CASES = [
     ("dpm++2m", {}, 2, "plain", (32, 64, 128)),
-    ("dpm++3m", {}, 2, "plain", (32, 64, 128)),
-    ("dpm++3m", {"variant": "taylor"}, 3, "plain", (32, 64, 128)),
+    ("dpm++3m", {"variant": "reference"}, 2, "plain", (32, 64, 128)),
+    ("dpm++3m", {}, 3, "plain", (32, 64, 128)),
     ("unipc-bh1", {"order": 1, **NO_LOF}, 2, "plain", (32, 64, 128)),
     ("unipc-bh2", {"order": 1, **NO_LOF}, 2, "plain", (32, 64, 128)),
     ("unipc-bh1", {"order": 2, **NO_LOF}, 3, "plain", (32, 64, 128)),

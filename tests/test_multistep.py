@@ -120,7 +120,7 @@ def test_unknown_options_name_the_accepted_ones(name, opt, accepted):
 def test_aliases():
     assert get_solver("unipc").name == "unipc-bh2" and get_solver("dpmpp_3m").name == "dpm++3m"
     assert get_solver("unipc", order=3).order == 4 and get_solver("unipc", order=3, corrector=False).order == 3
-    assert get_solver("dpm++3m").order == 2 and get_solver("dpm++3m", variant="taylor").order == 3
+    assert get_solver("dpm++3m").order == 3 and get_solver("dpm++3m", variant="reference").order == 2
 
 
 REINDEX = [("dpm++3m", {}), ("unipc-bh1", {"order": 3}), ("unipc-bh2", {"order": 2}), ("deis", {"order": 3}),
@@ -166,7 +166,7 @@ def test_identities_between_schemes():
                                _run("dpm++3m", variant="taylor", **nolof), rtol=1e-10, atol=1e-10)
     # ... and B(h) matters wherever a single coefficient is fixed to 1/2
     assert not torch.allclose(_run("unipc-bh1", order=2), _run("unipc-bh2", order=2), rtol=1e-6, atol=1e-6)
-    assert not torch.allclose(_run("dpm++3m"), _run("dpm++3m", variant="taylor"), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(_run("dpm++3m", variant="reference"), _run("dpm++3m"), rtol=1e-6, atol=1e-6)
 
 
 # -- closed forms: each update integrates polynomial integrands exactly --------------------------
