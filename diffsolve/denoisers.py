@@ -195,7 +195,7 @@ class NetworkDenoiser(Denoiser):
             return _bc(c_skip, y) * y + _bc(c_out, y) * f
         t, a, sg = self._level(s, y)
         x = a * y
-        out = self._call_net(x, t.to(y.dtype), cond)
+        out = self._call_net(x, t if t.dtype == y.dtype else t.to(y.dtype), cond)
         return x0_from_prediction(self.prediction, out, x, t, self.path, (a, sg))
 
     def prepare(self, levels: Tensor, dtype: torch.dtype = torch.float64) -> None:

@@ -32,6 +32,12 @@ def _have(mod: str) -> bool:
         return False
 
 
+def _lib_ok(lib: str) -> bool:
+    from diffsolve.bench.peers import available
+
+    return available(lib) is None
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
@@ -58,12 +64,14 @@ def test_cells_follow_nfe_rules():
 def test_tiny_sweep_end_to_end(full_run, tmp_path):
     csv_path, rows, _ = full_run
     assert len(rows) == len(make_cells(SPEC))
-    assert all(r["status"] == "ok" for r in rows), [(r["method"], r["message"]) for r in rows if r["status"] != "ok"]
+    for r in rows:  # a peer library that is not installed is reported as skipped, with the reason
+        want = "ok" if r["lib"] in ("diffsolve", "reference", "exact") or _lib_ok(r["lib"]) else "skipped"
+        assert r["status"] == want, (r["method"], r["message"])
     by = {(r["method"], r["budget"]): r for r in rows}
     ref = by[(REFERENCE, "0")]
     assert float(ref["rms"]) < 1e-4  # RK4 and dopri5 agree: the reference is accurate
     for r in rows:
-        if r["kind"] == "fixed":
+        if r["kind"] == "fixed" and r["status"] == "ok":
             assert int(r["nfe"]) == int(r["budget"])  # NFE counted at the network equals the budget
     # more evaluations, smaller error (same noise, same reference)
     assert float(by[("diffsolve:dpm++2m[log-snr]", "6")]["rms"]) < float(by[("diffsolve:dpm++2m[log-snr]", "4")]["rms"])
@@ -113,6 +121,8 @@ def _counting(net):
     ("k-diffusion:lms(karras)", 4), ("k-diffusion:dpm_fast", 6), ("torchdiffeq:rk4(lambda)", 9),
 ])
 def test_peers_count_nfe_at_the_network(key, budget):
+    if not _lib_ok(PEERS[key].lib):
+        pytest.skip(f"{PEERS[key].lib} is not installed")
     g = builtin("gmm-2d")
     path = diffsolve.get_path("ddpm-linear")
     net, calls = _counting(g.network(path, "eps"))
@@ -122,6 +132,7 @@ def test_peers_count_nfe_at_the_network(key, budget):
     assert x.shape == y0.shape and bool(torch.isfinite(x).all())
 
 
+@pytest.mark.skipif(not _have("diffusers"), reason="diffusers is not installed")
 def test_peer_and_ours_agree_on_the_same_method():
     """Same starting noise, same network, same grid, same algorithm: diffusers' DPM-Solver++(2M)
     and ours land on the same samples (x_T = alpha(t_0) y_0 makes the starting points identical)."""
@@ -138,6 +149,8 @@ def test_peer_and_ours_agree_on_the_same_method():
 
 
 def test_k_diffusion_stubs_do_not_leak():
+    if not _lib_ok("k-diffusion"):
+        pytest.skip("k-diffusion is not installed")
     load_k_diffusion_sampling()
     for name in ("torchsde", "torchvision"):
         if name in sys.modules:

@@ -53,7 +53,7 @@ __all__ = ["SweepSpec", "Cell", "COLUMNS", "DEFAULT_NFES", "DEFAULT_SCHEDULES", 
 
 F64 = torch.float64
 DEFAULT_NFES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 50)
-DEFAULT_SCHEDULES = ("log-snr", "karras", "time-linspace", "time-quadratic")
+DEFAULT_SCHEDULES = ("log-snr", "karras", "time-linspace", "time-quadratic", "time")
 DEFAULT_RTOLS = (0.1, 0.03, 0.01, 0.003, 0.001)
 #: non-default options of our solvers that the default sweep also runs
 EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {

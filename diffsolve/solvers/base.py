@@ -156,7 +156,15 @@ class SolverState:
     noise: NoiseSource | None = None
 
     def replace(self, **kw) -> "SolverState":
-        return dataclasses.replace(self, **kw)
+        # what dataclasses.replace does for this frozen dataclass (no __post_init__, no InitVar),
+        # without its per-call field introspection: this runs once per step
+        bad = kw.keys() - _STATE_FIELDS
+        if bad:
+            raise TypeError(f"SolverState has no field(s) {sorted(bad)}; fields: {sorted(_STATE_FIELDS)}")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(kw)
+        return new
 
     @property
     def s(self) -> Tensor:
@@ -186,6 +194,8 @@ class SolverState:
             noise=None if self.noise is None else self.noise.index(idx),
         )
 
+
+_STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(SolverState))
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 

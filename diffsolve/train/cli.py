@@ -29,7 +29,7 @@ def _config(args):
     return dataclasses.replace(base, **over)
 
 
-def export(out_dir: str, name: str, dtype: str = "float16") -> str:
+def export(out_dir: str, name: str, dtype: str = "float16", preset: str | None = None) -> str:
     """Copy the EMA checkpoint of a run to the shipped weights as ``name``."""
     import os
 
@@ -43,6 +43,10 @@ def export(out_dir: str, name: str, dtype: str = "float16") -> str:
     sd = load_file(os.path.join(out_dir, "model.safetensors"))
     meta = {k: v for k, v in meta.items() if k not in ("weights", "weights_dtype", "format")}
     meta["name"] = name
+    tr = meta.setdefault("training", {})
+    if preset is not None:
+        # runs are deterministic and resume bit for bit, so this reproduces the exported EMA weights
+        tr["reproduce"] = f"diffsolve train --preset {preset} --steps {tr.get('steps')} --export"
     return save(os.path.join(WEIGHTS_DIR, name), sd, meta, getattr(torch, dtype))
 
 
@@ -59,7 +63,10 @@ def cmd_train(args) -> int:
     print(f"trained {name}: {res['step']} steps, {res['seconds']:.0f} s, {res['params']} parameters, "
           f"last loss {last:.4f}; checkpoint {out}/model.json")
     if args.export:
-        p = export(out, args.export_name or name, args.export_dtype)
+        from .presets import preset
+
+        plain = args.preset is not None and dataclasses.replace(cfg, steps=0) == preset(args.preset, steps=0)
+        p = export(out, args.export_name or name, args.export_dtype, preset=args.preset if plain else None)
         print(f"exported {p}")
     return 0
 
