@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import inspect
 import io
 import math
 import os
@@ -57,7 +58,7 @@ DEFAULT_SCHEDULES = ("log-snr", "karras", "time-linspace", "time-quadratic", "ti
 DEFAULT_RTOLS = (0.1, 0.03, 0.01, 0.003, 0.001)
 #: non-default options of our solvers that the default sweep also runs
 EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {
-    "dpm++3m": [{"variant": "taylor"}],
+    "dpm++3m": [{"variant": "reference"}, {"variant": "taylor"}],  # whichever is not the default
     "unipc-bh1": [{"order": 3}],
     "unipc-bh2": [{"order": 3}],
 }
@@ -167,7 +168,13 @@ def default_methods(schedules: Sequence[str] = DEFAULT_SCHEDULES, peers: bool = 
     for name in sorted(SOLVERS if solvers is None else solvers):
         cls = SOLVERS[name]
         variants: list[dict[str, Any]] = [{}]
+        try:
+            defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+        except (TypeError, ValueError):
+            defaults = {}
         for opts in EXTRA_OPTIONS.get(name, []):
+            if all(defaults.get(k, inspect.Parameter.empty) == v for k, v in opts.items()):
+                continue  # the default configuration, already in the sweep
             try:
                 cls(**opts)
             except (TypeError, ValueError):

@@ -161,7 +161,8 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     state_path = os.path.join(out_dir, "state.pt")
     if resume and os.path.exists(state_path):
         st = torch.load(state_path, weights_only=False)
-        if {k: v for k, v in st["config"].items() if k != "steps"} != {k: v for k, v in cfg.to_dict().items() if k != "steps"}:
+        free = ("steps", "threads")  # may change between a run and its resumption
+        if {k: v for k, v in st["config"].items() if k not in free} != {k: v for k, v in cfg.to_dict().items() if k not in free}:
             raise ValueError(f"{state_path} was written by another configuration; use a new out_dir or resume=False")
         net.load_state_dict(st["net"])
         ema.load_state_dict(st["ema"])
