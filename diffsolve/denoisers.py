@@ -121,6 +121,8 @@ def x0_from_prediction(prediction: str, out: Tensor, x: Tensor, t: Tensor, path:
     (``coeffs``: alpha(t), sigma(t) already broadcast against ``x``, when the caller has them)."""
     a, sg = _coeffs(path, t, x) if coeffs is None else coeffs
     if prediction == "eps":
+        if isinstance(sg, float):  # one shared level (the sampling loop): two fused operations
+            return torch.sub(x, out, alpha=sg).div_(a)
         return (x - sg * out) / a
     if prediction == "x0":
         return out
@@ -215,8 +217,8 @@ class NetworkDenoiser(Denoiser):
             cache.clear()
         t = self.path.t_of_s(lv)
         a, sg = self.path.alpha(t).to(dtype), self.path.sigma(t).to(dtype)
-        for v, tk, ak, sk in zip(values, t.split(1), a.unbind(), sg.unbind()):
-            cache[(v, dtype)] = (tk, ak, sk)  # 0-d alpha, sigma: broadcast against any y
+        for v, tk, ak, sk in zip(values, t.split(1), a.tolist(), sg.tolist()):
+            cache[(v, dtype)] = (tk, ak, sk)  # alpha, sigma as Python floats: broadcast against any y
 
     def _level(self, s: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Path time t(s) and alpha, sigma (broadcast against y) at the levels s.  When the whole
@@ -229,7 +231,7 @@ class NetworkDenoiser(Denoiser):
             hit = cache.get(key)
             if hit is None:
                 t1 = self.path.t_of_s(s[:1])
-                a1, sg1 = (v.reshape(()) for v in _coeffs(self.path, t1, y[:1]))
+                a1, sg1 = (v.item() for v in _coeffs(self.path, t1, y[:1]))
                 if len(cache) >= 4096:
                     cache.clear()
                 hit = cache[key] = (t1, a1, sg1)

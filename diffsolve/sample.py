@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import torch
@@ -35,10 +36,17 @@ class CountingDenoiser:
     def __init__(self, inner: Denoiser, cond: dict[str, Any]):
         self.inner, self.cond, self.calls = inner, cond, 0
         self.levels: list[Tensor] = []
+        self._expanded: dict[float, Tensor] = {}
 
     def __call__(self, y: Tensor, s: Tensor | float) -> Tensor:
         self.calls += 1
-        s = expand_s(s, y)
+        if isinstance(s, float):  # a grid level: its (B,) tensor is built once per level and batch
+            st = self._expanded.get(s)
+            if st is None or st.shape[0] != y.shape[0] or st.dtype != y.dtype or st.device != y.device:
+                st = self._expanded[s] = expand_s(s, y)
+            s = st
+        else:
+            s = expand_s(s, y)
         self.levels.append(s)  # first entries gathered once at the end (one op, not one per call)
         out = self.inner(y, s, **self.cond)
         if out.shape != y.shape:
@@ -64,6 +72,14 @@ class SampleResult:
     eval_levels: Tensor
     trajectory: list[Tensor] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=256)
+def _schedule(kind: str, n_steps: int, path: Path | None, s_min, s_max, final: str, rho: float,
+              shift: float) -> Tensor:
+    """Grids are pure functions of their arguments (paths are immutable): sampling batch after
+    batch with one configuration builds its grid once."""
+    return make_schedule(kind, n_steps, path=path, s_min=s_min, s_max=s_max, final=final, rho=rho, shift=shift)
 
 
 def run_solver(solver: Solver, denoiser: Callable[[Tensor, Tensor], Tensor], y: Tensor, sigmas: Tensor,
@@ -141,7 +157,7 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
             slv = slv.for_nfe(nfe, final_zero)  # budget-dependent plans (dpm-solver-fast); adaptive: refused
         n_steps = slv.steps_for_nfe(nfe, final_zero)  # adaptive solvers: nfe=None, a [s_max, (s_min,) 0] grid
         kind = "log-snr" if getattr(slv, "adaptive", False) else schedule  # adaptive: only the end points count
-        sigmas = make_schedule(kind, n_steps, path=p, s_min=s_min, s_max=s_max, final=final, rho=rho, shift=shift)
+        sigmas = _schedule(kind, n_steps, p, s_min, s_max, final, rho, shift).clone()
     else:
         sigmas = validate_schedule(schedule)
         final_zero = bool(sigmas[-1] == 0)

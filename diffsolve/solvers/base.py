@@ -42,7 +42,12 @@ class NFEError(ValueError):
 
 
 def bc(v: Tensor, y: Tensor) -> Tensor:
-    """Broadcast a scalar or per-row tensor against a batch ``y``."""
+    """Broadcast a scalar or per-row tensor against a batch ``y``.  Scalars (numbers and 0-dim
+    CPU tensors such as grid levels) come back as Python floats: no tensor is built for them."""
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, Tensor) and v.ndim == 0 and v.device.type == "cpu":
+        return v.item()
     v = torch.as_tensor(v, dtype=y.dtype, device=y.device)
     if v.ndim == 0:
         return v

@@ -57,6 +57,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -96,30 +98,42 @@ def multistep_order(i: int, n_steps: int, order: int, lower_order_final: bool, t
     return k
 
 
-def dpmpp_multistep_update(y: Tensor, s: Tensor, s_next: Tensor, d: Tensor, history: tuple[Tensor, ...],
-                           past_levels: Tensor, order: int, d2_weight: float = 1.0) -> Tensor:
+def dpmpp_multistep_update(y: Tensor, s, s_next, d: Tensor, history: tuple[Tensor, ...],
+                           past_levels, order: int, d2_weight: float = 1.0) -> Tensor:
     """One DPM-Solver++ multistep update of the given order from s to s_next > 0.
 
     ``history`` holds the denoised outputs at ``past_levels`` (most recent last), ``d`` the one
     at s.  ``d2_weight`` multiplies the third-order term ``- phi_3 D2`` (1: reference code,
-    2: the full Taylor coefficient of (*)).
+    2: the full Taylor coefficient of (*)).  Levels may be floats or 0-dim CPU tensors: every
+    coefficient is computed in Python floats and the update is one linear combination of
+    y, D_i, D_{i-1}, D_{i-2} (no per-step scalar tensors).
     """
-    h = _h(s, s_next)
-    phi_1 = torch.expm1(-h)
-    y_next = bc(s_next / s, y) * y - phi_1 * d  # eq. (8): first order
-    if order == 1:
-        return y_next
-    r0 = _h(past_levels[-1], s) / h
-    d1_0 = (d - history[-1]) / r0
-    if order == 2:  # Algorithm 2 (midpoint form): D_i + D1/2 in place of D_i
-        return y_next - 0.5 * phi_1 * d1_0
-    r1 = _h(past_levels[-2], past_levels[-1]) / h
-    d1_1 = (history[-1] - history[-2]) / r1
-    d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
-    phi_2 = phi_1 / h + 1
-    phi_3 = phi_2 / h - 0.5
-    return y_next + phi_2 * d1 - d2_weight * phi_3 * d2  # (*) with the estimated derivatives
+    s, s_next = float(s), float(s_next)
+    past = past_levels.tolist() if isinstance(past_levels, Tensor) else [float(v) for v in past_levels]
+    h = math.log(s / s_next)
+    phi_1 = math.expm1(-h)
+    a = s_next / s
+    if order == 1:  # eq. (8): y' = (s'/s) y - phi_1 D_i
+        return y * a - phi_1 * d
+    r0 = math.log(past[-1] / s) / h
+    # D1_0 = (D_i - D_{i-1}) / r0, written as coefficients on (D_i, D_{i-1}, D_{i-2})
+    d1_0 = (1 / r0, -1 / r0, 0.0)
+    if order == 2:  # Algorithm 2 (midpoint form): D_i + D1_0 / 2 in place of D_i
+        c = [-phi_1 * (e + 0.5 * f) for e, f in zip((1.0, 0.0, 0.0), d1_0)]
+    else:
+        r1 = math.log(past[-2] / past[-1]) / h
+        d1_1 = (0.0, 1 / r1, -1 / r1)  # (D_{i-1} - D_{i-2}) / r1
+        diff = [u - v for u, v in zip(d1_0, d1_1)]
+        d1 = [u + (r0 / (r0 + r1)) * v for u, v in zip(d1_0, diff)]
+        d2 = [v / (r0 + r1) for v in diff]
+        phi_2 = phi_1 / h + 1
+        phi_3 = phi_2 / h - 0.5
+        # (*) with the estimated derivatives: - phi_1 D_i + phi_2 D1 - w phi_3 D2
+        c = [-phi_1 * e + phi_2 * u - d2_weight * phi_3 * v for e, u, v in zip((1.0, 0.0, 0.0), d1, d2)]
+    out = (y * a).add_(d, alpha=c[0]).add_(history[-1], alpha=c[1])
+    if order >= 3:
+        out.add_(history[-2], alpha=c[2])
+    return out
 
 
 class _DPMSolverPPMultistep(Solver):
@@ -138,9 +152,9 @@ class _DPMSolverPPMultistep(Solver):
 
     def step(self, state: SolverState, denoise) -> SolverState:
         i, y, sig = state.i, state.y, state.sigmas
-        s, s_next = sig[i], sig[i + 1]
+        s, s_next = sig[i].item(), sig[i + 1].item()  # the grid lives on the CPU: no sync
         d = denoise(y, s)
-        k = multistep_order(i, state.n_steps, self.max_order, self.lower_order_final, bool(s_next == 0))
+        k = multistep_order(i, state.n_steps, self.max_order, self.lower_order_final, s_next == 0)
         if k == 1:
             y_next = ddim_update(y, d, s, s_next)  # also the exact limit y_{i+1} = D_i at s = 0
         else:
