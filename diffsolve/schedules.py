@@ -179,8 +179,6 @@ def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: P
     else:
         if p is None:
             raise ValueError(f"schedule {kind!r} is defined through a path's time; pass path=...")
-        if kind.startswith("time-") and kind not in ("time-quadratic",) and final != "zero":
-            raise ValueError(f"schedule {kind!r} follows diffusers and always ends at 0; use final='zero'")
         spacing = {"time": "uniform", "time-quadratic": "quadratic"}.get(kind, kind.removeprefix("time-"))
         if (s_min is not None or s_max is not None) and spacing not in ("uniform", "quadratic"):
             raise ValueError(f"schedule {kind!r} follows diffusers' timesteps of the table and takes no "
@@ -189,6 +187,12 @@ def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: P
             # honour explicit limits by mapping them to the path's times
             tp = _SubPath(p, float(p.t_of_s(torch.tensor(lo, dtype=F64))), float(p.t_of_s(torch.tensor(hi, dtype=F64))))
             levels = _time_grid(n_eval, tp, spacing)
+        elif spacing in ("linspace", "leading", "trailing"):
+            # diffusers' n timesteps; then 0 (final_sigmas_type="zero") or the table's smallest
+            # level s(t_min) (final_sigmas_type="sigma_min": the run returns the state there)
+            levels = _time_grid(n_steps, p, spacing)
+            if final == "s_min":
+                levels = torch.cat([levels, torch.tensor([p.s_min], dtype=F64)])
         else:
             levels = _time_grid(n_eval, p, spacing)
     if final == "zero":

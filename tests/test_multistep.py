@@ -156,7 +156,7 @@ def test_identities_between_schemes():
                        ("unipc-bh2", {"order": 1, "corrector": False})]:
         torch.testing.assert_close(_run(name, **opts), ddim, rtol=1e-13, atol=1e-13)
     for q in (2, 3):  # variable-step AB in rho: iPNDM of order q is rhoAB-DEIS of order q
-        torch.testing.assert_close(_run("ipndm", order=q), _run("deis", order=q), rtol=0, atol=0)
+        torch.testing.assert_close(_run("ipndm", order=q), _run("deis", order=q, variable="s"), rtol=0, atol=0)
     nolof = {"lower_order_final": False}
     # UniP-2 with B(h) = e^h - 1 and a_1 = 1/2 is DPM-Solver++(2M); UniP-3 (B cancels) is the
     # unique third-order three-point update, i.e. 3M with the full Taylor coefficient
@@ -233,3 +233,21 @@ def test_variable_step_adams_bashforth_exact_for_polynomials(q):
     if q == 4:  # uniform nodes: the classic AB4 weights (55, -59, 37, -9)/24 of PNDM/iPNDM
         w = ab_weights(torch.tensor([3.0, 4.0, 5.0, 6.0], dtype=F64), torch.tensor(2.0, dtype=F64))
         torch.testing.assert_close(w, torch.tensor([55, -59, 37, -9], dtype=F64) / 24, rtol=1e-14, atol=1e-14)
+
+
+def test_deis_log_s_order_one_is_ddim_and_weights_integrate_exactly():
+    """DEIS in log(rho), order 1: W_0 = 1 - e^{-h}, i.e. DDIM; order q: the weights of Eq. (EI-q)
+    integrate e^{-u} p(u) exactly for every polynomial p of degree < q (quadrature check)."""
+    from diffsolve.solvers.deis import ei_weights
+
+    torch.testing.assert_close(_run("deis", order=1, variable="log-s"), _run("ddim"), rtol=1e-13, atol=1e-13)
+    levels, s_next = [2.0, 3.1, 5.0], 1.3
+    lam = [-math.log(s) for s in levels]
+    h = -math.log(s_next) - lam[0]
+    w = ei_weights(levels, s_next)
+    for k in range(3):
+        exact = quad(lambda u: math.exp(-u) * u ** k, 0, h, epsabs=0, epsrel=1e-13)[0]
+        got = sum(wj * (l - lam[0]) ** k for wj, l in zip(w, lam))
+        assert abs(got - exact) < 1e-13, (k, got, exact)
+    assert not torch.allclose(_run("deis", order=3, variable="log-s"), _run("deis", order=3, variable="s"),
+                              rtol=1e-6, atol=1e-6)

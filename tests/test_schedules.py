@@ -138,11 +138,14 @@ def test_ddim_shares_trailing_but_not_linspace_or_leading(n):
     assert float(make_schedule("time-leading", 10, path=p)[0]) < p.s_max
 
 
-def test_diffusers_spacings_need_a_table_and_end_at_zero():
+def test_diffusers_spacings_need_a_table_and_end_at_zero_or_sigma_min():
     with pytest.raises(ValueError, match="discrete"):
         make_schedule("time-linspace", 10, path="vp-linear")
-    with pytest.raises(ValueError, match="final='zero'"):
-        make_schedule("time-trailing", 10, path="ddpm-linear", final="s_min")
+    # final="s_min" is diffusers' final_sigmas_type="sigma_min": the same n timesteps, then s(t_min)
+    p = get_path("ddpm-linear")
+    for kind in ("time-linspace", "time-leading", "time-trailing"):
+        zero, smin = make_schedule(kind, 10, path=p), make_schedule(kind, 10, path=p, final="s_min")
+        assert torch.equal(zero[:-1], smin[:-1]) and float(zero[-1]) == 0 and smin[-1] == p.s_min
     with pytest.raises(ValueError, match="s_min"):
         make_schedule("time-leading", 10, path="ddpm-linear", s_min=0.1)
     with pytest.raises(ValueError, match="path"):

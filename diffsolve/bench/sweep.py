@@ -59,6 +59,7 @@ DEFAULT_RTOLS = (0.1, 0.03, 0.01, 0.003, 0.001)
 #: non-default options of our solvers that the default sweep also runs
 EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {
     "dpm++3m": [{"variant": "reference"}, {"variant": "taylor"}],  # whichever is not the default
+    "deis": [{"variable": "s"}, {"variable": "log-s"}],  # polynomial in rho or log(rho): the non-default one
     "unipc-bh1": [{"order": 3}],
     "unipc-bh2": [{"order": 3}],
 }
