@@ -120,7 +120,7 @@ class NoiseSource:
     def normal(self, step: int, like: Tensor, draw: int = 0) -> Tensor:
         if like.shape[0] != len(self.seeds):
             raise ValueError(f"noise source has {len(self.seeds)} seeds but the batch has {like.shape[0]} rows")
-        B, n = like.shape[0], math.prod(like.shape[1:])
+        n = math.prod(like.shape[1:])
         dev = like.device
         base = _mix(_mix(self._keys_on(dev) ^ _signed(step + 1)) ^ _signed(draw + 7))  # (B,)
         m = (n + 1) // 2

@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from .base import NFEError, Solver, SolverState, bc, register
-from .euler import ddim_update
+from .euler import SingleStepSolver, ddim_update
 
 __all__ = ["DPMSolver2", "DPMSolver3", "DPMSolverFast", "DPMSolverPP2S", "dpm_solver_2_update",
            "dpm_solver_3_update", "dpmpp_2s_update", "fast_orders", "eps_of"]
@@ -162,7 +162,7 @@ def _single_step(y: Tensor, s: Tensor, s_next: Tensor, denoise, order: int, r1: 
 
 
 @register
-class DPMSolver2(Solver):
+class DPMSolver2(SingleStepSolver):
     """DPM-Solver-2: single-step, second order, noise-prediction form (Algorithm 1).
 
     Option ``r1`` (default 1/2): the intermediate level sits at lambda_i + r1 h.
@@ -179,13 +179,12 @@ class DPMSolver2(Solver):
     def __init__(self, r1: float = 0.5):
         self.r1 = _check_r("r1", r1)
 
-    def step(self, state: SolverState, denoise) -> SolverState:
-        y = _single_step(state.y, state.s, state.s_next, denoise, 2, self.r1)
-        return state.replace(y=y, i=state.i + 1)
+    def update(self, y, s, s_next, denoise):
+        return dpm_solver_2_update(y, s, s_next, denoise, self.r1)[0]
 
 
 @register
-class DPMSolver3(Solver):
+class DPMSolver3(SingleStepSolver):
     """DPM-Solver-3: single-step, third order, noise-prediction form (Algorithm 2, r1 = 1/3,
     r2 = 2/3)."""
 
@@ -197,9 +196,8 @@ class DPMSolver3(Solver):
     evals_per_step = 3
     default_schedule = "log-snr"
 
-    def step(self, state: SolverState, denoise) -> SolverState:
-        y = _single_step(state.y, state.s, state.s_next, denoise, 3)
-        return state.replace(y=y, i=state.i + 1)
+    def update(self, y, s, s_next, denoise):
+        return dpm_solver_3_update(y, s, s_next, denoise)[0]
 
 
 def fast_orders(nfe: int, final_zero: bool = True) -> tuple[int, ...]:
@@ -306,7 +304,7 @@ class DPMSolverFast(Solver):
 
 
 @register
-class DPMSolverPP2S(Solver):
+class DPMSolverPP2S(SingleStepSolver):
     """DPM-Solver++(2S): single-step, second order, data-prediction form (DPM-Solver++
     Algorithm 1). Option ``r`` (default 1/2): the intermediate level at lambda_i + r h."""
 
@@ -321,10 +319,5 @@ class DPMSolverPP2S(Solver):
     def __init__(self, r: float = 0.5):
         self.r = _check_r("r", r)
 
-    def step(self, state: SolverState, denoise) -> SolverState:
-        y, s, s_next = state.y, state.s, state.s_next
-        if s_next == 0:
-            y = ddim_update(y, denoise(y, s), s, s_next)
-        else:
-            y = dpmpp_2s_update(y, s, s_next, denoise, self.r)
-        return state.replace(y=y, i=state.i + 1)
+    def update(self, y, s, s_next, denoise):
+        return dpmpp_2s_update(y, s, s_next, denoise, self.r)

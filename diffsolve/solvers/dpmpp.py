@@ -62,7 +62,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Solver, SolverState, bc, register
+from .base import Solver, SolverState, register
 from .euler import ddim_update
 
 __all__ = ["DPMSolverPP2M", "DPMSolverPP3M", "multistep_order", "dpmpp_multistep_update"]

@@ -31,3 +31,22 @@ class DDIM(Solver):
         s, s_next = state.s, state.s_next
         d = denoise(state.y, s)
         return state.replace(y=ddim_update(state.y, d, s, s_next), i=state.i + 1)
+
+
+class SingleStepSolver(Solver):
+    """A method whose step needs only the current state (Heun, RK4, DPM-Solver-k, ...).
+
+    Subclasses give ``update(y, s, s_next, denoise)`` for ``s_next > 0``; the step to s = 0 is
+    the shared first-order limit ``y = D(y, s)`` (one evaluation), so that rule lives here once.
+    """
+
+    def update(self, y, s, s_next, denoise):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self, state: SolverState, denoise) -> SolverState:
+        y, s, s_next = state.y, state.s, state.s_next
+        if s_next == 0:
+            y = ddim_update(y, denoise(y, s), s, s_next)
+        else:
+            y = self.update(y, s, s_next, denoise)
+        return state.replace(y=y, i=state.i + 1)

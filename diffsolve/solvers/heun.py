@@ -11,8 +11,8 @@ evaluations: budgets are odd.
 
 from __future__ import annotations
 
-from .base import Solver, SolverState, bc, register
-from .euler import ddim_update
+from .base import bc, register
+from .euler import SingleStepSolver
 
 
 def heun_update(y, s, s_next, denoise):
@@ -24,7 +24,7 @@ def heun_update(y, s, s_next, denoise):
 
 
 @register
-class Heun(Solver):
+class Heun(SingleStepSolver):
     name = "heun"
     aliases = ("edm-heun",)
     order = 2
@@ -32,10 +32,5 @@ class Heun(Solver):
     nfe_rule = "2 per step, 1 for a final step to s=0 (2N-1 for N steps to zero)"
     evals_per_step = 2
 
-    def step(self, state: SolverState, denoise) -> SolverState:
-        s, s_next, y = state.s, state.s_next, state.y
-        if s_next == 0:
-            y = ddim_update(y, denoise(y, s), s, s_next)
-        else:
-            y = heun_update(y, s, s_next, denoise)
-        return state.replace(y=y, i=state.i + 1)
+    def update(self, y, s, s_next, denoise):
+        return heun_update(y, s, s_next, denoise)

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import Solver, SolverState, bc, register
-from .euler import ddim_update
+from .base import bc, register
+from .euler import SingleStepSolver
 
 __all__ = ["RFSolver2", "rf_solver_2_update", "flow_velocity"]
 
@@ -67,7 +67,7 @@ def rf_solver_2_update(y: Tensor, s: Tensor, s_next: Tensor, denoise) -> Tensor:
 
 
 @register
-class RFSolver2(Solver):
+class RFSolver2(SingleStepSolver):
     """RF-Solver-2: second-order Taylor step in flow time with a half-step finite difference."""
 
     name = "rf-solver-2"
@@ -78,10 +78,5 @@ class RFSolver2(Solver):
     evals_per_step = 2
     default_schedule = "flow-shift"
 
-    def step(self, state: SolverState, denoise) -> SolverState:
-        y, s, s_next = state.y, state.s, state.s_next
-        if s_next == 0:
-            y = ddim_update(y, denoise(y, s), s, s_next)
-        else:
-            y = rf_solver_2_update(y, s, s_next, denoise)
-        return state.replace(y=y, i=state.i + 1)
+    def update(self, y, s, s_next, denoise):
+        return rf_solver_2_update(y, s, s_next, denoise)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import Solver, SolverState, register
-from .euler import ddim_update
+from .base import register
+from .euler import SingleStepSolver
 
 
 @register
-class RK4(Solver):
+class RK4(SingleStepSolver):
     name = "rk4"
     order = 4
     paper = "classic Runge-Kutta (Kutta 1901) in lambda = log-SNR/2 (reference solver)"
@@ -26,10 +26,7 @@ class RK4(Solver):
     evals_per_step = 4
     default_schedule = "log-snr"
 
-    def step(self, state: SolverState, denoise) -> SolverState:
-        y, s, s_next = state.y, state.s, state.s_next
-        if s_next == 0:
-            return state.replace(y=ddim_update(y, denoise(y, s), s, s_next), i=state.i + 1)
+    def update(self, y, s, s_next, denoise):
         lam, lam_next = -torch.log(s), -torch.log(s_next)
         h = lam_next - lam
         s_mid = torch.exp(-(lam + h / 2))
@@ -41,4 +38,4 @@ class RK4(Solver):
         k2 = f(y + (h / 2) * k1, s_mid)
         k3 = f(y + (h / 2) * k2, s_mid)
         k4 = f(y + h * k3, s_next)
-        return state.replace(y=y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4), i=state.i + 1)
+        return y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
