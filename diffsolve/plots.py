@@ -20,7 +20,8 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 1) -> torch.
     return grid.permute(1, 2, 0)
 
 
-def save_samples(x: torch.Tensor, path: str, title: str = "") -> None:
+def save_samples(x: torch.Tensor, path: str, title: str = "", nrow: int | None = None) -> None:
+    """Write a scatter plot (2-D points) or an image grid (``nrow`` images a row) to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,9 +40,9 @@ def save_samples(x: torch.Tensor, path: str, title: str = "") -> None:
             x = x.reshape(-1, 1, side, side)
         elif x.ndim == 3:
             x = x[:, None]
-        g = image_grid(x[:256])
+        g = image_grid(x[:256], nrow=nrow)
         fig, ax = plt.subplots(figsize=(6, 6))
-        ax.imshow(g.squeeze(-1) if g.shape[-1] == 1 else g, cmap="gray", vmin=0, vmax=1)
+        ax.imshow((g.squeeze(-1) if g.shape[-1] == 1 else g).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)

@@ -19,6 +19,14 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in cmds[1] and "diffsolve sample" in cmds[0]
 
 
+def test_readme_main_command_parses_and_samples_mnist():
+    from diffsolve.cli import build_parser
+
+    argv = _readme_commands()[0].split("&& diffsolve ")[-1].split()
+    args = build_parser().parse_args(argv)
+    assert args.command == "sample" and args.model == "mnist" and args.label and args.metrics
+
+
 def test_readme_python_example_runs():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"## In Python\n\n```python\n(.*?)```", text, re.S).group(1)
