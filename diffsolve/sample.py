@@ -35,23 +35,25 @@ class CountingDenoiser:
 
     def __init__(self, inner: Denoiser, cond: dict[str, Any]):
         self.inner, self.cond, self.calls = inner, cond, 0
-        self.levels: list[Tensor] = []
-        self._expanded: dict[float, Tensor] = {}
+        self.levels: list[Tensor | float] = []
 
     def __call__(self, y: Tensor, s: Tensor | float) -> Tensor:
         self.calls += 1
-        if isinstance(s, float):  # a grid level: its (B,) tensor is built once per level and batch
-            st = self._expanded.get(s)
-            if st is None or st.shape[0] != y.shape[0] or st.dtype != y.dtype or st.device != y.device:
-                st = self._expanded[s] = expand_s(s, y)
-            s = st
-        else:
+        # a Python float is one level for the whole batch (what grid solvers pass): it goes to the
+        # denoiser as it is (Denoiser.__call__ expands it; network adapters use cached constants)
+        if isinstance(s, Tensor) and s.ndim == 0 and s.device.type == "cpu":
+            s = float(s)  # a 0-dim grid level: one Python float (no tensor work downstream)
+        elif not isinstance(s, float):
             s = expand_s(s, y)
-        self.levels.append(s)  # first entries gathered once at the end (one op, not one per call)
+        self.levels.append(s)  # gathered once at the end (not one tensor operation per call)
         out = self.inner(y, s, **self.cond)
         if out.shape != y.shape:
             raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input {tuple(y.shape)}")
         return out
+
+    def eval_levels(self) -> Tensor:
+        """The level of every call (the first row's, for per-row levels), float64 on the CPU."""
+        return torch.tensor([v if isinstance(v, float) else float(v[0]) for v in self.levels], dtype=torch.float64)
 
 
 @dataclass
@@ -196,12 +198,6 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
         raise FloatingPointError(
             f"solver {slv.name!r} produced non-finite samples (nfe={counter.calls}, schedule from "
             f"{float(sigmas[0]):.4g} to {float(sigmas[-1]):.4g}); try more steps or a lower-order solver")
-    lv = counter.levels
-    if not lv:
-        levels = torch.zeros(0, dtype=torch.float64)
-    elif all(v.shape == lv[0].shape for v in lv):
-        levels = torch.stack(lv)[:, 0]
-    else:
-        levels = torch.cat([v[:1] for v in lv])
+    levels = counter.eval_levels()
     return SampleResult(samples=out, nfe=counter.calls, sigmas=state.sigmas, solver=slv.name,
                         eval_levels=levels, trajectory=traj, info=dict(state.extra.get("info", {})))

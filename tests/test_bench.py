@@ -18,7 +18,8 @@ from diffsolve.models.gmm import builtin
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-METHODS = ("diffsolve:dpm++2m[log-snr]", "diffsolve:heun[karras]", "diffusers:DPMSolverMultistep(order=2)",
+S_MIN_KEY = "diffsolve:deis[karras]{final=s_min,lower_order_final=last}"  # grid options + solver options
+METHODS = ("diffsolve:dpm++2m[log-snr]", "diffsolve:heun[karras]", S_MIN_KEY, "diffusers:DPMSolverMultistep(order=2)",
            "k-diffusion:dpmpp_2m(karras)", "torchdiffeq:dopri5(lambda)")
 SPEC = SweepSpec(models=("gmm-2d",), methods=METHODS, nfes=(4, 5, 6), rtols=(0.01,), seeds=(0,), batch=8,
                  ref_steps=40, ref_rtol=1e-7, n_proj=32)
@@ -55,6 +56,7 @@ def test_cells_follow_nfe_rules():
     assert by[REFERENCE] == [0] and by[FLOOR] == [0]
     assert by["diffsolve:heun[karras]"] == [5]  # 2N - 1 evaluations: odd budgets only
     assert by["diffsolve:dpm++2m[log-snr]"] == [4, 5, 6]
+    assert by[S_MIN_KEY] == [4, 5, 6]
     assert by["torchdiffeq:dopri5(lambda)"] == [0.01]  # adaptive: one cell per tolerance
     # the registry is picked up: every registered solver appears in the default methods
     keys = default_methods(peers=False)
@@ -73,6 +75,7 @@ def test_tiny_sweep_end_to_end(full_run, tmp_path):
     for r in rows:
         if r["kind"] == "fixed" and r["status"] == "ok":
             assert int(r["nfe"]) == int(r["budget"])  # NFE counted at the network equals the budget
+    assert by[(S_MIN_KEY, "5")]["options"] == "final=s_min,lower_order_final=last"
     # more evaluations, smaller error (same noise, same reference)
     assert float(by[("diffsolve:dpm++2m[log-snr]", "6")]["rms"]) < float(by[("diffsolve:dpm++2m[log-snr]", "4")]["rms"])
     # the floor row carries the distribution metrics of two exact sets

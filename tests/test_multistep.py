@@ -78,6 +78,21 @@ def test_lower_order_final_changes_exactly_the_last_steps(name, opts, n, lowered
     assert _first_difference(a, b) == (None if lowered == 0 else n + 1 - lowered)
 
 
+@pytest.mark.parametrize("name,opts", [("deis", {}), ("deis", {"variable": "s"}), ("dpm++3m", {}),
+                                       ("unipc-bh2", {"order": 3})])
+def test_lower_order_final_last_lowers_only_the_last_step(name, opts):
+    """``lower_order_final="last"``: the run agrees with the full-order run until the last step,
+    which is then the first-order update (DDIM) from the same state."""
+    a = _traj(name, 8, lower_order_final="last", **opts)
+    b = _traj(name, 8, lower_order_final=False, **opts)
+    assert _first_difference(a, b) == 8
+    if name == "deis":
+        res = diffsolve.sample(G2, _noise(), solver=name, nfe=8, schedule="log-snr", final="s_min",
+                               lower_order_final="last", **opts)
+        s, s_next, y = res.sigmas[-2], res.sigmas[-1], a[-2]
+        torch.testing.assert_close(a[-1], ddim_update(y, G2(y, s.expand(4)), s, s_next), rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("name", ["dpm++2m", "dpm++3m"])
 def test_lower_order_final_last_step_is_ddim(name):
     """Below 15 steps (to s_min) the last DPM-Solver++ step is the first-order update."""
@@ -100,7 +115,8 @@ def test_multistep_order_rule():
     ("ipndm", {"order": 5}, "1, 2, 3, 4"), ("unipc", {"order": 4}, "1, 2, 3"),
     ("unipc-bh1", {"order": 2.5}, "1, 2, 3"), ("unipc-bh1", {"order": 2.0}, "1, 2, 3"),
     ("dpm++3m", {"variant": "exact"}, "reference, taylor"),
-    ("unipc", {"corrector": "yes"}, "True or False"), ("dpm++2m", {"lower_order_final": 1}, "True or False"),
+    ("unipc", {"corrector": "yes"}, "True or False"), ("dpm++2m", {"lower_order_final": 1}, "True, False or 'last'"),
+    ("deis", {"lower_order_final": "first"}, "True, False or 'last'"),
 ])
 def test_bad_options_rejected_naming_accepted_values(name, opts, accepted):
     with pytest.raises(ValueError) as e:

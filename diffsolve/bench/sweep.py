@@ -63,6 +63,11 @@ EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {
     "unipc-bh1": [{"order": 3}],
     "unipc-bh2": [{"order": 3}],
 }
+#: grids that stop at s_min with no final denoise (diffusers' convention): the multistep solvers
+#: whose long last step then needs a lower order, with both rules for it (dpmpp.multistep_order)
+STOP_AT_S_MIN: dict[str, Any] = {"solvers": ("deis", "dpm++3m", "unipc-bh2"),
+                                 "schedules": ("time-linspace", "time-quadratic", "karras"),
+                                 "lower_order_final": (True, "last")}
 REFERENCE, FLOOR = "reference:rk4-vs-dopri5", "exact:floor"
 
 COLUMNS = ["model", "path", "prediction", "batch", "seed", "method", "lib", "solver", "schedule", "options", "kind",
@@ -162,7 +167,7 @@ def default_methods(schedules: Sequence[str] = DEFAULT_SCHEDULES, peers: bool = 
                     solvers: Iterable[str] | None = None) -> list[str]:
     """Every registered solver of ours on each schedule (adaptive ones on ``log-snr`` only: the
     schedule only gives them their end points; stochastic ones on ``karras`` only), with the
-    options of :data:`EXTRA_OPTIONS`, then every peer."""
+    options of :data:`EXTRA_OPTIONS` and the grids of :data:`STOP_AT_S_MIN`, then every peer."""
     from ..solvers import SOLVERS
 
     out = []
@@ -190,11 +195,23 @@ def default_methods(schedules: Sequence[str] = DEFAULT_SCHEDULES, peers: bool = 
         for opts in variants:
             for sch in scheds:
                 out.append(_ds_key(name, sch, opts))
+        if name in STOP_AT_S_MIN["solvers"]:
+            for lof in STOP_AT_S_MIN["lower_order_final"]:
+                for sch in (sch for sch in schedules if sch in STOP_AT_S_MIN["schedules"]):
+                    out.append(_ds_key(name, sch, {"final": "s_min", "lower_order_final": lof}))
     if peers:
         from .peers import PEERS
 
         out.extend(PEERS)
     return out
+
+
+#: method-key options that go to the grid (``diffsolve.sample``'s keywords), not to the solver
+GRID_OPTIONS = ("final", "rho", "shift")
+
+
+def _solver_options(opts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in opts.items() if k not in GRID_OPTIONS}
 
 
 def _feasible(key: str, nfe: int) -> bool:
@@ -204,8 +221,10 @@ def _feasible(key: str, nfe: int) -> bool:
     if info["lib"] == "diffsolve":
         from ..solvers import NFEError, get_solver
 
+        to_zero = info["options"].get("final", "zero") == "zero"
+        solver = get_solver(info["solver"], **_solver_options(info["options"]))
         try:
-            get_solver(info["solver"], **info["options"]).for_nfe(nfe, True).steps_for_nfe(nfe, True)
+            solver.for_nfe(nfe, to_zero).steps_for_nfe(nfe, to_zero)
             return True
         except NFEError:
             return False

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import inspect
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -151,6 +152,8 @@ class SolverState:
         methods; length at most the method's order.
     extra: named tensors a solver keeps (e.g. UniPC's last predictor point).
     noise: the noise source of stochastic solvers (None for deterministic ones).
+    grid: the same grid as Python floats (set by :meth:`Solver.init`; read it with :meth:`at`),
+        so that step-size arithmetic makes no tensor operations.
     """
 
     y: Tensor
@@ -159,6 +162,11 @@ class SolverState:
     history: tuple[Tensor, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
     noise: NoiseSource | None = None
+    grid: tuple[float, ...] | None = None
+
+    def at(self, k: int) -> float:
+        """Level ``k`` of the grid as a Python float."""
+        return self.grid[k] if self.grid is not None else float(self.sigmas[k])
 
     def replace(self, **kw) -> "SolverState":
         # what dataclasses.replace does for this frozen dataclass (no __post_init__, no InitVar),
@@ -269,7 +277,8 @@ class Solver:
     def init(self, y: Tensor, sigmas: Tensor, noise: NoiseSource | None = None) -> SolverState:
         if self.stochastic and noise is None:
             raise ValueError(f"solver {self.name!r} is stochastic and needs a noise source (pass seeds=...)")
-        return SolverState(y=y, i=0, sigmas=sigmas.detach().to(device="cpu", dtype=torch.float64), noise=noise)
+        sigmas = sigmas.detach().to(device="cpu", dtype=torch.float64)
+        return SolverState(y=y, i=0, sigmas=sigmas, noise=noise, grid=tuple(sigmas.tolist()))
 
     def step(self, state: SolverState, denoise: DenoiseFn) -> SolverState:  # pragma: no cover
         raise NotImplementedError
@@ -301,6 +310,15 @@ def register(cls: type[Solver]) -> type[Solver]:
     return cls
 
 
+@lru_cache(maxsize=None)
+def _accepted_options(cls: type) -> tuple[str, ...] | None:
+    """The keyword options of a solver class (None when it takes ``**kwargs``)."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL)
+
+
 def get_solver(name: str | Solver, **options: Any) -> Solver:
     """A solver instance by name or alias (see ``diffsolve.solvers()``)."""
     if isinstance(name, Solver):
@@ -311,9 +329,8 @@ def get_solver(name: str | Solver, **options: Any) -> Solver:
     if key not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; accepted: {', '.join(sorted(SOLVERS))}")
     cls = SOLVERS[key]
-    params = inspect.signature(cls.__init__).parameters.values()
-    if not any(p.kind is p.VAR_KEYWORD for p in params):  # name the options a solver accepts
-        accepted = [p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL]
+    accepted = _accepted_options(cls) if options else None
+    if accepted is not None:  # name the options a solver accepts
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise TypeError(f"solver {cls.name!r} takes no option(s) {', '.join(unknown)}; "

@@ -29,7 +29,10 @@ variable-step Adams-Bashforth method of order q on dy/ds = eps, so non-uniform g
 order; q = 1 is DDIM.  The weights are integrated exactly (two-point Gauss-Legendre is exact
 for the cubic l_j of q <= 4).  Both variables: warm-up with lower orders (step i uses
 min(order, i + 1)); a step to s = 0 is the first-order limit y = D (house convention; see
-solvers/base.py); ``state.history`` holds eps (not D) at the previous levels.
+solvers/base.py); ``state.history`` holds eps (not D) at the previous levels.  The paper has no
+lower-order final steps, so ``lower_order_final`` defaults to False; True (diffusers' rule) and
+``"last"`` (only the last step first order) follow :func:`~diffsolve.solvers.dpmpp.multistep_order`
+and matter on grids that stop at s_min > 0 (``final="s_min"``), whose last step is long.
 
 The log-rho variable (``variable="log-s"``, the default).  The DEIS authors' code and diffusers'
 ``DEISMultistepScheduler`` fit the polynomial in log(rho) instead.  With lambda = -log s
@@ -75,6 +78,7 @@ import torch
 from torch import Tensor
 
 from .base import Solver, SolverState, bc, register
+from .dpmpp import check_lower_order_final, multistep_order
 from .euler import ddim_update
 
 __all__ = ["DEIS", "ab_weights", "ab_update", "ei_moments", "ei_weights"]
@@ -172,11 +176,12 @@ class _AdamsBashforthS(Solver):
     nfe_rule = "1 per step"
     default_schedule = "log-snr"
 
-    def __init__(self, order: int | None = None):
+    def __init__(self, order: int | None = None, lower_order_final: bool | str = False):
         order = self.default_order if order is None else order
         if isinstance(order, bool) or not isinstance(order, int) or order not in self.ORDERS:
             raise ValueError(f"{self.name} order must be one of {', '.join(map(str, self.ORDERS))}, got {order!r}")
         self.order = order
+        self.lower_order_final = check_lower_order_final(lower_order_final)
 
     variable = "s"
 
@@ -186,8 +191,8 @@ class _AdamsBashforthS(Solver):
         d = denoise(y, s)
         eps = (y - d) / bc(s, y)
         hist = state.history  # eps at s_{i-1}, s_{i-2}, ... (most recent last)
-        q = min(self.order, i + 1)
-        if bool(s_next == 0) or (q == 1 and self.variable == "s"):
+        q = multistep_order(i, state.n_steps, self.order, self.lower_order_final, bool(s_next == 0))
+        if q == 1 and (self.variable == "s" or bool(s_next == 0)):
             y_next = ddim_update(y, d, s, s_next)  # = y + (s_next - s) eps; y = D at s = 0
             return state.replace(y=y_next, i=i + 1, history=self.push(hist, eps, self.order - 1))
         eps_q = [eps] + [hist[-j] for j in range(1, q)]  # eps_i, eps_{i-1}, ..., eps_{i-q+1}
@@ -214,8 +219,8 @@ class DEIS(_AdamsBashforthS):
     paper = "DEIS (Zhang & Chen 2022): polynomial in log(rho) (default) or rho = sigma/alpha"
     VARIABLES = ("log-s", "s")
 
-    def __init__(self, order: int | None = None, variable: str = "log-s"):
-        super().__init__(order)
+    def __init__(self, order: int | None = None, variable: str = "log-s", lower_order_final: bool | str = False):
+        super().__init__(order, lower_order_final)
         if variable not in self.VARIABLES:
             raise ValueError(f"deis variable must be one of {', '.join(self.VARIABLES)}, got {variable!r}")
         self.variable = variable

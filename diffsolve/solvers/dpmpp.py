@@ -65,7 +65,7 @@ from torch import Tensor
 from .base import Solver, SolverState, register
 from .euler import ddim_update
 
-__all__ = ["DPMSolverPP2M", "DPMSolverPP3M", "multistep_order", "dpmpp_multistep_update"]
+__all__ = ["DPMSolverPP2M", "DPMSolverPP3M", "multistep_order", "check_lower_order_final", "dpmpp_multistep_update"]
 
 #: diffusers' threshold: ``lower_order_final`` applies to runs of fewer steps than this
 LOWER_ORDER_FINAL_BELOW = 15
@@ -76,17 +76,31 @@ def _h(s: Tensor, s_next: Tensor) -> Tensor:
     return torch.log(s) - torch.log(s_next)
 
 
-def multistep_order(i: int, n_steps: int, order: int, lower_order_final: bool, to_zero: bool,
+LOWER_ORDER_FINAL = (True, False, "last")
+
+
+def check_lower_order_final(value: bool | str) -> bool | str:
+    """Validate a ``lower_order_final`` option: True, False or ``"last"``."""
+    if not any(value is v or (isinstance(value, str) and value == v) for v in LOWER_ORDER_FINAL):
+        raise ValueError(f"lower_order_final must be True, False or 'last', got {value!r}")
+    return value
+
+
+def multistep_order(i: int, n_steps: int, order: int, lower_order_final: bool | str, to_zero: bool,
                     below: int | None = LOWER_ORDER_FINAL_BELOW) -> int:
     """The order a multistep method uses at step ``i`` of ``n_steps``.
 
-    Warm-up ``min(order, i + 1)``; with ``lower_order_final`` the order is also capped at
-    ``n_steps - i`` (last step first order, second-to-last at most second, ...) when the run has
-    fewer than ``below`` steps (``below=None``: always, UniPC's rule); a step to s = 0 is first
-    order.
+    Warm-up ``min(order, i + 1)``.  When the run has fewer than ``below`` steps (``below=None``:
+    always, UniPC's rule), ``lower_order_final=True`` also caps the order at ``n_steps - i``
+    (last step first order, second-to-last at most second: diffusers' rule), and
+    ``lower_order_final="last"`` makes only the last step first order (for grids that end at
+    s_min > 0 with one long step, where the second-to-last step is short and can keep its
+    order).  A step to s = 0 is first order.
 
     >>> [multistep_order(i, 5, 3, True, i == 4) for i in range(5)]
     [1, 2, 3, 2, 1]
+    >>> [multistep_order(i, 5, 3, "last", False) for i in range(5)]
+    [1, 2, 3, 3, 1]
     >>> [multistep_order(i, 20, 3, True, False) for i in (0, 1, 2, 18, 19)]
     [1, 2, 3, 3, 3]
     """
@@ -94,7 +108,10 @@ def multistep_order(i: int, n_steps: int, order: int, lower_order_final: bool, t
         return 1
     k = min(order, i + 1)
     if lower_order_final and (below is None or n_steps < below):
-        k = min(k, n_steps - i)
+        if lower_order_final != "last":
+            k = min(k, n_steps - i)
+        elif i == n_steps - 1:
+            k = 1
     return k
 
 
@@ -144,22 +161,20 @@ class _DPMSolverPPMultistep(Solver):
     nfe_rule = "1 per step"
     default_schedule = "karras"
 
-    def __init__(self, lower_order_final: bool = True):
-        if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final must be True or False, got {lower_order_final!r}")
-        self.lower_order_final = lower_order_final
+    def __init__(self, lower_order_final: bool | str = True):
+        self.lower_order_final = check_lower_order_final(lower_order_final)
         self.d2_weight = 1.0
 
     def step(self, state: SolverState, denoise) -> SolverState:
-        i, y, sig = state.i, state.y, state.sigmas
-        s, s_next = sig[i].item(), sig[i + 1].item()  # the grid lives on the CPU: no sync
+        i, y = state.i, state.y
+        s, s_next = state.at(i), state.at(i + 1)  # Python floats: no tensor operations
         d = denoise(y, s)
         k = multistep_order(i, state.n_steps, self.max_order, self.lower_order_final, s_next == 0)
         if k == 1:
             y_next = ddim_update(y, d, s, s_next)  # also the exact limit y_{i+1} = D_i at s = 0
         else:
-            y_next = dpmpp_multistep_update(y, s, s_next, d, state.history, sig[max(i - k + 1, 0):i], k,
-                                            self.d2_weight)
+            past = [state.at(j) for j in range(max(i - k + 1, 0), i)]
+            y_next = dpmpp_multistep_update(y, s, s_next, d, state.history, past, k, self.d2_weight)
         return state.replace(y=y_next, i=i + 1, history=self.push(state.history, d, self.max_order - 1))
 
 
@@ -190,7 +205,7 @@ class DPMSolverPP3M(_DPMSolverPPMultistep):
     paper = "DPM-Solver++ (Lu et al. 2022), multistep third order (reference code / diffusers)"
     VARIANTS = {"reference": 1.0, "taylor": 2.0}
 
-    def __init__(self, lower_order_final: bool = True, variant: str = "taylor"):
+    def __init__(self, lower_order_final: bool | str = True, variant: str = "taylor"):
         super().__init__(lower_order_final)
         if variant not in self.VARIANTS:
             raise ValueError(f"unknown dpm++3m variant {variant!r}; accepted: {', '.join(self.VARIANTS)}")

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from .base import Solver, SolverState, bc, register
-from .dpmpp import _h, dpmpp_multistep_update, multistep_order
+from .dpmpp import _h, check_lower_order_final, dpmpp_multistep_update, multistep_order
 
 __all__ = ["SDEDPMSolverPP2M", "SDEDPMSolverPP3M", "sde_dpmpp_update"]
 
@@ -93,11 +93,9 @@ class _SDEDPMSolverPP(Solver):
     VARIANTS = ("reference", "taylor", "diffusers")
 
     def __init__(self, lower_order_final: bool = True, variant: str = "reference"):
-        if not isinstance(lower_order_final, bool):
-            raise ValueError(f"lower_order_final must be True or False, got {lower_order_final!r}")
         if variant not in self.VARIANTS:
             raise ValueError(f"unknown {self.name} variant {variant!r}; accepted: {', '.join(self.VARIANTS)}")
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = check_lower_order_final(lower_order_final)
         self.variant = variant
 
     def step(self, state: SolverState, denoise) -> SolverState:

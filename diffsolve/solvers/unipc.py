@@ -67,7 +67,7 @@ import torch
 from torch import Tensor
 
 from .base import Solver, SolverState, bc, register
-from .dpmpp import _h, multistep_order
+from .dpmpp import _h, check_lower_order_final, multistep_order
 from .euler import ddim_update
 
 __all__ = ["UniPCBh1", "UniPCBh2", "unipc_update", "unipc_coefficients"]
@@ -118,10 +118,10 @@ class _UniPC(Solver):
     def __init__(self, order: int = 2, corrector: bool = True, lower_order_final: bool = True):
         if isinstance(order, bool) or not isinstance(order, int) or order not in self.ORDERS:
             raise ValueError(f"{self.name} order must be one of {', '.join(map(str, self.ORDERS))}, got {order!r}")
-        for key, val in (("corrector", corrector), ("lower_order_final", lower_order_final)):
-            if not isinstance(val, bool):
-                raise ValueError(f"{key} must be True or False, got {val!r}")
-        self.max_order, self.corrector, self.lower_order_final = order, corrector, lower_order_final
+        if not isinstance(corrector, bool):
+            raise ValueError(f"corrector must be True or False, got {corrector!r}")
+        self.max_order, self.corrector = order, corrector
+        self.lower_order_final = check_lower_order_final(lower_order_final)
         #: order of accuracy: UniC raises UniP-p to p + 1
         self.order = order + 1 if corrector else order
 
