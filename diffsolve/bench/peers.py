@@ -41,7 +41,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["CountingNet", "Peer", "PEERS", "available", "run_peer", "load_k_diffusion_sampling", "peer_feasible"]
+__all__ = ["CountingNet", "Peer", "PEERS", "available", "applicable", "run_peer", "load_k_diffusion_sampling", "peer_feasible"]
 
 F64 = torch.float64
 
@@ -363,15 +363,29 @@ def peer_feasible(peer: Peer, nfe: int) -> bool:
     return peer.kind != "adaptive" and bool(peer.feasible(nfe))
 
 
-def run_peer(key: str, net: Callable[..., Tensor], path, y0: Tensor, budget, seed: int = 0) -> tuple[Tensor, int]:
-    """Run one peer from ``y0`` on ``net``; returns (samples, NFE counted at the network)."""
+def applicable(key: str, path, prediction: str) -> str | None:
+    """None if peer ``key`` can run a ``prediction`` network on ``path``, else why not: diffusers'
+    schedulers are built here for eps networks on a DDPM table (k-diffusion and torchdiffeq run
+    on the canonical denoiser, so on any path and prediction)."""
+    if PEERS[key].lib == "diffusers" and (getattr(path, "betas", None) is None or prediction != "eps"):
+        return f"diffusers peers run eps networks on DDPM tables; this model is {prediction!r} on {path.name!r}"
+    return None
+
+
+def run_peer(key: str, net: Callable[..., Tensor], path, y0: Tensor, budget, seed: int = 0,
+             prediction: str = "eps") -> tuple[Tensor, int]:
+    """Run one peer from ``y0`` on ``net`` (a ``prediction`` network on ``path``); returns
+    (samples, NFE counted at the network)."""
     from ..denoisers import from_network
 
     if key not in PEERS:
         raise ValueError(f"unknown peer {key!r}; accepted: {', '.join(PEERS)}")
+    why = applicable(key, path, prediction)
+    if why is not None:
+        raise ValueError(why)
     peer = PEERS[key]
     cnet = CountingNet(net)
-    den = from_network(cnet, path, "eps")
+    den = from_network(cnet, path, prediction)
     with torch.no_grad():
         out = peer.run(cnet, den, path, y0, budget, seed)
     return out, cnet.calls

@@ -284,7 +284,21 @@ def _model(name: str, path: str, prediction: str):
     net = getattr(m, "net", None)
     if net is None:
         raise ValueError(f"model {name!r} exposes no network (.net); the benchmark needs one")
-    return m, net, m.path, m.prediction, False
+    return m, _InDtype(net, getattr(m, "net_dtype", None)), m.path, m.prediction, False
+
+
+class _InDtype:
+    """A trained network run in its own precision (e.g. float32 weights) whatever the caller's
+    state dtype (float64 here, float32 in some peers); the output comes back in the input's dtype."""
+
+    def __init__(self, net, dtype: torch.dtype | None):
+        self.net, self.dtype = net, dtype
+
+    def __call__(self, x, t, **kw):
+        if self.dtype is None or x.dtype == self.dtype:
+            return self.net(x, t, **kw)
+        t = t.to(self.dtype) if isinstance(t, Tensor) else t
+        return self.net(x.to(self.dtype), t, **kw).to(x.dtype)
 
 
 def _cond_for(model, batch: int) -> dict:
@@ -366,21 +380,14 @@ def _metrics(spec: SweepSpec, model: str, x: Tensor, ctx: Context, seed: int) ->
         out["sliced_w2"] = mx.sliced_w2(x, ctx.exact_a, spec.n_proj, seed)
         out["mmd"] = mx.mmd(x, ctx.exact_a)
         out["mode_tv"] = mx.mode_tv(m, x)
-    else:
-        try:
-            from ..metrics.frechet import frechet_distance
+    elif tuple(x.shape[1:]) == (1, 28, 28):  # the shipped MNIST feature network's input
+        from ..metrics.features import class_accuracy
+        from ..metrics.frechet import frechet_distance
 
-            out["frechet"] = frechet_distance(x.float())
-        except Exception:  # no feature network for this data: leave empty
-            pass
+        out["frechet"] = frechet_distance(x.float())
         cond = _cond_for(m, x.shape[0])
         if cond:
-            try:
-                from ..metrics.features import class_accuracy
-
-                out["class_acc"] = class_accuracy(x.float(), cond["labels"])
-            except Exception:
-                pass
+            out["class_acc"] = class_accuracy(x.float(), cond["labels"])
     return out
 
 
@@ -416,14 +423,14 @@ def run_cell(spec: SweepSpec, cell: Cell, ctx: Context) -> dict[str, Any]:
             if info["lib"] == "diffsolve":
                 x, nfe = _run_ours(spec, info, cell, bnet, p, pred, ctx)
             else:
-                from .peers import PEERS, available, run_peer
+                from .peers import PEERS, applicable, available, run_peer
 
-                why = available(info["lib"])
+                why = available(info["lib"]) or applicable(cell.method, p, pred)
                 if why is not None:
                     row.update(status="skipped", message=why)
                     return row
                 budget = cell.budget if PEERS[cell.method].kind == "adaptive" else int(cell.budget)
-                x, nfe = run_peer(cell.method, bnet, p, ctx.y0, budget, cell.seed)
+                x, nfe = run_peer(cell.method, bnet, p, ctx.y0, budget, cell.seed, pred)
             row["nfe"] = nfe
             if info["kind"] != "adaptive" and nfe != int(cell.budget):
                 raise RuntimeError(f"counted {nfe} network calls for a budget of {int(cell.budget)}")
