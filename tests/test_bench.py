@@ -172,3 +172,35 @@ def test_ray_matches_serial(tmp_path):
     with open(serial) as a, open(parallel) as b:
         text = a.read()
         assert text.count("\n") == len(make_cells(spec)) + 1 and b.read() == text
+
+
+def test_trained_model_peer_runs_the_models_own_prediction_type():
+    """A shipped EDM-preconditioned checkpoint through k-diffusion's DPM-Solver++(2M) on Karras
+    levels: the peer gets the same canonical denoiser as ours, so both land on the same samples;
+    diffusers' schedulers (eps networks on DDPM tables) are skipped with the reason."""
+    if not _lib_ok("k-diffusion"):
+        pytest.skip("k-diffusion is not installed")
+    from diffsolve.bench.peers import applicable
+    from diffsolve.bench.sweep import _cond_for, _BoundNet, _model
+
+    m, net, path, pred, exact = _model("mnist", "ddpm-linear", "eps")
+    assert (pred, exact) == ("edm", False)
+    assert "DDPM tables" in applicable("diffusers:DDIM", path, pred)
+    bnet = _BoundNet(net, _cond_for(m, 3))
+    noise = torch.randn(3, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = diffsolve.sample(diffsolve.from_network(bnet, path, pred), noise, solver="dpm++2m", nfe=6,
+                                schedule="karras").samples
+        theirs, nfe = run_peer("k-diffusion:dpmpp_2m(karras)", bnet, path, noise * path.s_max, 6, prediction=pred)
+    assert nfe == 6 and float((ours - theirs).abs().max()) < 1e-5
+
+
+def test_trained_model_sweep_reports_a_trained_network(tmp_path):
+    spec = SweepSpec(models=("digits",), methods=("diffsolve:dpm++2m[karras]", "diffusers:DPMSolverMultistep(order=2)"),
+                     nfes=(5,), seeds=(0,), batch=4, ref_steps=10, ref_rtol=1e-5)
+    rows = run_sweep(spec, str(tmp_path / "d.csv"))
+    st = {r["method"]: r["status"] for r in rows}
+    assert st[FLOOR] == "skipped" and st["diffsolve:dpm++2m[karras]"] == "ok"
+    assert st["diffusers:DPMSolverMultistep(order=2)"] == ("ok" if _lib_ok("diffusers") else "skipped")
+    md, _ = write_report([str(tmp_path / "d.csv")], str(tmp_path / "d"), command="diffsolve bench ...")
+    assert "trained `eps`-prediction network" in open(md).read()

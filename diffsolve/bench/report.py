@@ -104,12 +104,15 @@ def _model_section(model: str, rows: list[dict[str, str]]) -> tuple[list[str], d
     agg = aggregate(rows, "rms")
     r0 = rows[0]
     seeds = sorted({int(r["seed"]) for r in rows})
-    lines = [f"### {model}", "",
-             f"Path `{r0['path']}`, exact `{r0['prediction']}`-prediction network, batch {r0['batch']} per seed, "
-             f"seeds {seeds}; every method starts from the same noise of each seed. Errors are RMS distances to the "
-             f"reference solution from the same noise (mean over seeds).", ""]
     ref = [r for r in rows if r["kind"] == "reference" and r["status"] == "ok"]
     floor = [r for r in rows if r["kind"] == "floor" and r["status"] == "ok"]
+    exact = not any(r["kind"] == "floor" and r["status"] == "skipped" for r in rows)  # trained: no exact samples
+    net = (f"exact `{r0['prediction']}`-prediction network" if exact else
+           f"trained `{r0['prediction']}`-prediction network (the shipped checkpoint)")
+    lines = [f"### {model}", "",
+             f"Path `{r0['path']}`, {net}, batch {r0['batch']} per seed, "
+             f"seeds {seeds}; every method starts from the same noise of each seed. Errors are RMS distances to the "
+             f"reference solution from the same noise (mean over seeds).", ""]
     if ref:
         worst = max(_f(r["rms"]) for r in ref)
         lines.append(f"* **Reference**: {ref[0]['message']}. Reference error (RMS, worst seed): **{fmt_err(worst)}**.")
@@ -208,6 +211,24 @@ def _model_section(model: str, rows: list[dict[str, str]]) -> tuple[list[str], d
             tag = " (stochastic)" if e["row"]["kind"] == "stochastic" else ""
             lines.append(f"| {_label(e['row'])}{tag} | {n} | {fmt_err(e['value'])} | "
                          f"{fmt_err(dist['mmd'][key]['value'])} | {fmt_err(dist['mode_tv'][key]['value'])} |")
+        lines.append("")
+
+    # image metrics of trained models (MNIST-shaped samples: the shipped feature network)
+    fd = aggregate([r for r in rows if r["model"] == model], "frechet")
+    acc = aggregate([r for r in rows if r["model"] == model], "class_acc")
+    if any(_is_num(e["value"]) for e in fd.values()):
+        lines += [f"#### Image metrics of the best configurations ({r0['batch']} samples a seed; the Frechet distance "
+                  f"of so few samples is dominated by its small-sample bias: compare rows, and see "
+                  f"`diffsolve.metrics.frechet_floor({r0['batch']})` = real images of that count)", "",
+                  "| method | NFE | RMS | Frechet distance | class accuracy |", "|---|---:|---:|---:|---:|"]
+        for n in nfes:
+            for best in (best_ours, best_peer):
+                if n in best:
+                    key = (model, best[n][1], str(n))
+                    f_, a_ = fd.get(key), acc.get(key)
+                    f_s = f"{f_['value']:.1f}" if f_ and _is_num(f_["value"]) else "—"
+                    a_s = f"{100 * a_['value']:.1f}%" if a_ and _is_num(a_["value"]) else "—"
+                    lines.append(f"| {_label(best[n][2])} | {n} | {fmt_err(best[n][0])} | {f_s} | {a_s} |")
         lines.append("")
 
     # skipped / failed
