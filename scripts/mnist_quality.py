@@ -79,12 +79,14 @@ def main(argv=None) -> int:
         x = draw(a, model, scale, a.num, work)
         q = image_quality(x, torch.arange(a.num) % 10)
         q.update(scale=scale, nfe=a.nfe, solver=a.solver, schedule=a.schedule, interval=list(a.interval),
-                 model=a.model, seconds=round(time.time() - t0, 1))
+                 model=a.model, seconds=round(time.time() - t0, 1), command="python " + " ".join(sys.argv))
         results[key] = q
         atomic_write_json(a.out + ".json", results)
         print(f"scale {scale:g}: {format_quality(q)}", flush=True)
     rows = sorted(results.values(), key=lambda q: (q["n"], q["interval"][1], q["scale"]))
-    lines = [f"Command: `python {' '.join(sys.argv)}`", "",
+    cmds = list(dict.fromkeys(q.get("command", "") for q in rows)) + ["python " + " ".join(sys.argv)]
+    lines = ["Commands (each cell is kept in the JSON; rerunning one recomputes nothing):", "",
+             *[f"    {c}" for c in dict.fromkeys(c for c in cmds if c)], "",
              "| model | solver | schedule | NFE | guidance scale | interval | n | FD | FD floor (n real) | FD / floor "
              "| class accuracy | precision | recall |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

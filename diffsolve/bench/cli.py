@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 
@@ -56,7 +57,7 @@ def cmd_bench(args) -> int:
         run_sweep(spec, csv_path, ray=args.ray, ray_cpus=args.ray_cpus, on_row=progress,
                   log=None if args.quiet else print)
         csvs = [csv_path]
-    md, png = write_report(csvs, prefix, command=" ".join(["diffsolve", "bench"] + sys.argv[2:])
+    md, png = write_report(csvs, prefix, command=shlex.join(["diffsolve", "bench"] + sys.argv[2:])
                            if sys.argv[1:2] == ["bench"] else None)
     print(f"wrote {os.path.abspath(md)} and {os.path.abspath(png)}")
     return 0

@@ -394,7 +394,8 @@ def _metrics(spec: SweepSpec, model: str, x: Tensor, ctx: Context, seed: int) ->
 def run_cell(spec: SweepSpec, cell: Cell, ctx: Context) -> dict[str, Any]:
     """Compute one cell; failures become rows with status ``error`` (nothing is raised)."""
     info = parse_method(cell.method)
-    row: dict[str, Any] = {"model": cell.model, "path": spec.path, "prediction": spec.prediction, "batch": spec.batch,
+    path_name, prediction = model_path_prediction(spec, cell.model)
+    row: dict[str, Any] = {"model": cell.model, "path": path_name, "prediction": prediction, "batch": spec.batch,
                            "seed": cell.seed, "method": cell.method, "lib": info["lib"], "solver": info["solver"],
                            "schedule": info["schedule"],
                            "options": ",".join(f"{k}={v}" for k, v in info["options"].items()),
@@ -493,7 +494,15 @@ def _key_of(row: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _cell_key(spec: SweepSpec, c: Cell) -> tuple[str, ...]:
-    return (c.model, spec.path, spec.prediction, str(spec.batch), str(c.seed), c.method, c.budget_str)
+    path, prediction = model_path_prediction(spec, c.model)
+    return (c.model, path, prediction, str(spec.batch), str(c.seed), c.method, c.budget_str)
+
+
+def model_path_prediction(spec: SweepSpec, model: str) -> tuple[str, str]:
+    """The path and prediction a model is sampled with: the sweep's for an exact mixture (its
+    network can be built on any path), the checkpoint's own for a trained model."""
+    _, _, p, pred, _ = _model(model, spec.path, spec.prediction)
+    return p.name, pred
 
 
 def read_rows(csv_path: str) -> list[dict[str, str]]:

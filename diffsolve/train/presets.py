@@ -36,9 +36,9 @@ PRESETS: dict[str, TrainConfig] = {
     "moons": TrainConfig(data="moons", arch="mlp", arch_kwargs=dict(_MLP_2D), path="flow", prediction="velocity",
                          batch_size=256, lr=2e-3, warmup=100, steps=3000, ema_decay=0.998),
     "rings": TrainConfig(data="rings", arch="mlp", arch_kwargs=dict(_MLP_2D), path="flow", prediction="velocity",
-                         batch_size=256, lr=2e-3, warmup=100, steps=3000, ema_decay=0.998),
+                         batch_size=256, lr=2e-3, warmup=100, steps=12000, ema_decay=0.998),
     "checker": TrainConfig(data="checker", arch="mlp", arch_kwargs=dict(_MLP_2D), path="flow", prediction="velocity",
-                           batch_size=256, lr=2e-3, warmup=100, steps=3000, ema_decay=0.998),
+                           batch_size=256, lr=2e-3, warmup=100, steps=12000, ema_decay=0.998),
 }
 
 
