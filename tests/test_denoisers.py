@@ -54,6 +54,27 @@ def test_all_parameterizations_give_the_same_denoiser(path):
         assert err < 1e-12, (path, pred, err)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_a_float_level_is_the_same_denoiser_as_a_level_per_row(path):
+    """Solvers pass one grid level as a Python float (the adapter caches its constants): every
+    prediction type gives what the per-row tensor path gives, in float64 and in float32 (to the
+    rounding of the cancellation in D at high noise), and the cache serves a second batch size and repeated calls correctly."""
+    p, gen = get_path(path), torch.Generator().manual_seed(3)
+    for s in (p.s_min, 0.7, p.s_max):
+        y = _noisy(5, torch.full((5,), s, dtype=F64), gen)
+        for pred in PREDICTIONS:
+            D = from_network(gmm().network(p, pred), p, pred)
+            for dt, tol in ((F64, 1e-12), (torch.float32, 2e-5)):
+                yy = y.to(dt)
+                want = D(yy, torch.full((5,), s, dtype=dt))
+                for rows in (5, 2, 5):  # second batch size, then the cached first one again
+                    got = D(yy[:rows], float(s))
+                    assert got.dtype == dt
+                    # D = (x - sigma eps) / alpha cancels ~|y| down to |D|: rounding scales with |y|
+                    scale = 1 + float(yy.abs().max())
+                    assert float((got - want[:rows]).abs().max()) < tol * scale, (path, pred, dt, s)
+
+
 @lru_cache(maxsize=None)
 def _noise():
     return torch.randn(6, 64, dtype=F64, generator=torch.Generator().manual_seed(2))
