@@ -42,7 +42,8 @@ def test_convergence_order(name, order, evals, path):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["dpm-solver-12", "dpm-solver-23"])
-def test_adaptive_error_follows_the_tolerance(name, path):
+@pytest.mark.parametrize("controller", ["paper", "integral"])
+def test_adaptive_error_follows_the_tolerance(name, path, controller):
     """Tighter rtol (atol = rtol/10): more evaluations, and an error that shrinks in proportion,
     within a factor [1e-3, 1e-1] of rtol * RMS(y) (measured 0.0035 - 0.015)."""
     g, noise = setup("gmm-64", path)
@@ -51,7 +52,7 @@ def test_adaptive_error_follows_the_tolerance(name, path):
     nfes, errs = [], []
     for rtol in (1e-2, 1e-3, 1e-4):
         res = diffsolve.sample(g, noise, solver=name, nfe=None, schedule="log-snr", path=path, final="s_min",
-                               s_min=S_MIN, rtol=rtol, atol=rtol / 10)
+                               s_min=S_MIN, rtol=rtol, atol=rtol / 10, controller=controller)
         assert res.nfe == res.eval_levels.numel()
         nfes.append(res.nfe)
         errs.append(rms(res.samples, ref))

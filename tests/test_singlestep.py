@@ -177,3 +177,20 @@ def test_adaptive_refuses_a_budget_and_reports_what_it_used():
         grid = [80.0, 1.0, 0.002]
         res = diffsolve.sample(G2, _noise(), solver=name, nfe=None, schedule=grid, final="s_min")
         assert 1.0 in res.info["levels"] and res.info["levels"][-1] == 0.002
+
+
+def test_adaptive_controllers_accept_and_propose_as_documented():
+    from diffsolve.solvers import get_solver
+
+    paper = get_solver("dpm-solver-23")
+    assert paper._control(0.1, 1.0)[0] and not paper._control(0.1, 1.01)[0]
+    assert abs(paper._control(0.1, 8.0)[1] - 0.9 * 0.1 / 2) < 1e-15  # theta h E^(-1/3)
+    integ = get_solver("dpm-solver-23", controller="integral")
+    # accepted while 1 + atan(E^(-1/3) - 1) >= 0.81, i.e. E <= (1 + tan(-0.19))^-3 ~ 1.90
+    bound = (1 + math.tan(0.81 - 1)) ** -3
+    assert integ._control(0.1, bound * 0.999)[0] and not integ._control(0.1, bound * 1.001)[0]
+    assert integ._control(0.1, 1.0) == (True, 0.1)  # E = 1: keep the step size
+    with pytest.raises(ValueError, match="paper, integral"):
+        get_solver("dpm-solver-23", controller="pid")
+    with pytest.raises(ValueError, match="sample-max, batch"):
+        get_solver("dpm-solver-12", error_norm="mean")

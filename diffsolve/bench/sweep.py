@@ -60,6 +60,8 @@ DEFAULT_RTOLS = (0.1, 0.03, 0.01, 0.003, 0.001)
 EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {
     "dpm++3m": [{"variant": "reference"}, {"variant": "taylor"}],  # whichever is not the default
     "deis": [{"variable": "s"}, {"variable": "log-s"}],  # polynomial in rho or log(rho): the non-default one
+    "dpm-solver-12": [{"controller": "integral"}],  # step-size rule: the paper's or an integral controller
+    "dpm-solver-23": [{"controller": "integral"}],
     "unipc-bh1": [{"order": 3}],
     "unipc-bh2": [{"order": 3}],
 }
