@@ -41,6 +41,7 @@ def quality_lines(model, x: torch.Tensor, labels: torch.Tensor | None) -> list[s
     """What the shipped metrics say of samples ``x`` of ``model``: distribution distances against
     exact samples for an exact mixture, the MNIST metrics (docs/metrics.md) for 28x28 grey
     images, nothing for other models."""
+    from .data import mnist_missing
     from .metrics import compare_to_exact, image_quality
     from .models.gmm import GaussianMixture
 
@@ -52,17 +53,10 @@ def quality_lines(model, x: torch.Tensor, labels: torch.Tensor | None) -> list[s
                 f"mode-weight TV {r['mode_tv']:.3g} (expected {r['mode_tv_floor']:.3g})"]
     if tuple(x.shape[1:]) != (1, 28, 28):
         return []
-    try:
-        q = image_quality(x, labels)
-    except ImportError as e:  # precision/recall need the MNIST test images; FD and accuracy do not
-        from .metrics import frechet_distance, frechet_floor
-        from .metrics.features import class_accuracy
-
-        q = {"fd": frechet_distance(x), "fd_floor": frechet_floor(x.shape[0]), "n": x.shape[0]}
-        q["fd_ratio"] = q["fd"] / q["fd_floor"]
-        if labels is not None:
-            q["class_accuracy"] = class_accuracy(x, labels)
-        pr = f"  precision/recall not computed: {e}"
+    why = mnist_missing()  # precision/recall read the MNIST test images; FD and accuracy do not
+    q = image_quality(x, labels, knn=why is None)
+    if why or "precision" not in q:
+        pr = f"  precision/recall not computed: {why or 'they need more than 5 samples'}"
     else:
         pr = (f"  k-NN precision {q['precision']:.3f}, recall {q['recall']:.3f}, "
               f"density {q['density']:.3f}, coverage {q['coverage']:.3f}")

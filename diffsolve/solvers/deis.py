@@ -191,8 +191,9 @@ class _AdamsBashforthS(Solver):
         d = denoise(y, s)
         eps = (y - d) / bc(s, y)
         hist = state.history  # eps at s_{i-1}, s_{i-2}, ... (most recent last)
-        q = multistep_order(i, state.n_steps, self.order, self.lower_order_final, bool(s_next == 0))
-        if q == 1 and (self.variable == "s" or bool(s_next == 0)):
+        to_zero = bool(s_next == 0)
+        q = multistep_order(i, state.n_steps, self.order, self.lower_order_final, to_zero)
+        if q == 1 and (self.variable == "s" or to_zero):
             y_next = ddim_update(y, d, s, s_next)  # = y + (s_next - s) eps; y = D at s = 0
             return state.replace(y=y_next, i=i + 1, history=self.push(hist, eps, self.order - 1))
         eps_q = [eps] + [hist[-j] for j in range(1, q)]  # eps_i, eps_{i-1}, ..., eps_{i-q+1}

@@ -76,12 +76,9 @@ def _h(s: Tensor, s_next: Tensor) -> Tensor:
     return torch.log(s) - torch.log(s_next)
 
 
-LOWER_ORDER_FINAL = (True, False, "last")
-
-
 def check_lower_order_final(value: bool | str) -> bool | str:
     """Validate a ``lower_order_final`` option: True, False or ``"last"``."""
-    if not any(value is v or (isinstance(value, str) and value == v) for v in LOWER_ORDER_FINAL):
+    if not (value is True or value is False or value == "last"):
         raise ValueError(f"lower_order_final must be True, False or 'last', got {value!r}")
     return value
 
