@@ -41,7 +41,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         shape = x.shape
         h = self.inp(x.reshape(shape[0], -1))
-        emb = F.silu(self.cond(t, labels, shape[0]))
+        emb = F.silu(self.cond(t, labels, x))
         for b in self.blocks:
             h = b(h, emb)
         return self.out(F.silu(self.norm(h))).reshape(shape)

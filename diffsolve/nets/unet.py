@@ -120,7 +120,7 @@ class UNet(nn.Module):
         self.conv_out = _zero(nn.Conv2d(c, in_channels, 3, padding=1))
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        emb = self.cond(t, labels, x.shape[0])
+        emb = self.cond(t, labels, x)
         h = self.conv_in(x)
         hs = [h]
         for m in self.down:
