@@ -4,7 +4,10 @@ shipped models (the digits model's samples are classified as the requested class
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import shutil
 from functools import lru_cache
 
 import pytest
@@ -60,8 +63,189 @@ def test_load_errors_name_the_accepted_values(tmp_path):
         load("nonesuch")
     with pytest.raises(FileNotFoundError):
         load(str(tmp_path / "missing.json"))
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match="missing required keys arch_kwargs, path, prediction, shape"):
         save(str(tmp_path / "x"), build_net("mlp"), {"arch": "mlp"})
+
+
+# --- broken checkpoints are refused with the file named ------------------------------------
+
+@pytest.fixture
+def digits_copy(tmp_path):
+    """A copy of the shipped digits checkpoint in tmp_path: (json path, safetensors path)."""
+    paths = tuple(str(tmp_path / f"digits.{ext}") for ext in ("json", "safetensors"))
+    for p in paths:
+        shutil.copy(os.path.join(WEIGHTS_DIR, os.path.basename(p)), p)
+    return paths
+
+
+def _refused(path, err, match, exc=ValueError):
+    """load(path) raises exc whose message starts with the file ``err`` and matches ``match``."""
+    with pytest.raises(exc, match=match) as info:
+        load(path)
+    assert str(info.value).startswith(err + ":") or str(info.value).startswith(err + " "), str(info.value)
+    return str(info.value)
+
+
+def _edit_json(path, edit):
+    meta = json.loads(open(path).read())
+    edit(meta)
+    with open(path, "w") as f:
+        json.dump(meta, f)
+
+
+def _edit_weights(path, edit):
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(path)
+    edit(sd)
+    save_file(sd, path)
+
+
+def test_the_copy_loads_and_matches_the_shipped_model(digits_copy):
+    a, b = load(digits_copy[0]), load("digits")
+    y = torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    s = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    assert torch.equal(a(y, s, labels=torch.tensor([1, 2, 10])), b(y, s, labels=torch.tensor([1, 2, 10])))
+
+
+def test_invalid_json_names_the_file_and_line(digits_copy):
+    text = open(digits_copy[0]).read().replace('"arch": "mlp"', '"arch": mlp', 1)
+    open(digits_copy[0], "w").write(text)
+    line = 1 + text[: text.index('"arch": mlp')].count("\n")
+    _refused(digits_copy[0], digits_copy[0], rf"not valid JSON \(line {line}, column \d+")
+
+
+def test_non_utf8_and_non_object_json_are_refused(digits_copy):
+    open(digits_copy[0], "wb").write(b"\xff\xfe{}")
+    _refused(digits_copy[0], digits_copy[0], "not a UTF-8 text file")
+    open(digits_copy[0], "w").write("[1, 2]")
+    _refused(digits_copy[0], digits_copy[0], "not a diffsolve checkpoint")
+
+
+@pytest.mark.parametrize("key", ["arch", "arch_kwargs", "path", "prediction", "shape"])
+def test_missing_required_key_is_named(digits_copy, key):
+    _edit_json(digits_copy[0], lambda m: m.pop(key))
+    _refused(digits_copy[0], digits_copy[0], rf"missing required key {key} ")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("arch", "resnet", "unknown arch 'resnet'; accepted: unet, mlp"),
+    ("arch", ["mlp"], "unknown arch"),
+    ("arch_kwargs", [256, 3], "arch_kwargs must be an object"),
+    ("path", "ddpm-linaer", "unknown path 'ddpm-linaer'; accepted: .*ddpm-linear"),
+    ("prediction", "epsilon", "unknown prediction 'epsilon'; accepted: .*eps"),
+    ("shape", [1, -8, 8], r"shape must be a non-empty list of positive integers .*\[1, -8, 8\]"),
+    ("shape", [1, 8.5, 8], "shape must be"),
+    ("shape", "1x8x8", "shape must be"),
+    ("shape", [], "shape must be"),
+    ("shape", [1, 8, 9], r"does not take data of shape \[1, 8, 9\]"),
+    ("num_classes", -1, "num_classes must be an integer >= 0.*-1"),
+    ("num_classes", 2.5, "num_classes must be an integer"),
+    ("num_classes", True, "num_classes must be an integer"),
+    ("num_classes", 5, "num_classes is 5 but arch_kwargs.num_classes is 10"),
+    ("sigma_data", 0, "sigma_data must be a finite number > 0, got 0"),
+    ("sigma_data", -0.5, "sigma_data must be"),
+    ("sigma_data", float("nan"), "sigma_data must be a finite number > 0, got nan"),
+    ("sigma_data", float("inf"), "sigma_data must be"),
+    ("sigma_data", "0.5", "sigma_data must be"),
+    ("value_range", [1.0, -1.0], "value_range must be"),
+    ("class_names", ["0", "1"], "class_names must be a list of 10 strings"),
+    ("weights", 3, "weights must be the weights file's name"),
+])
+def test_bad_json_values_are_refused(digits_copy, key, value, match):
+    _edit_json(digits_copy[0], lambda m: m.__setitem__(key, value))
+    _refused(digits_copy[0], digits_copy[0], match)
+
+
+def test_arch_kwargs_that_do_not_fit_the_arch_are_refused(digits_copy):
+    _edit_json(digits_copy[0], lambda m: m["arch_kwargs"].__setitem__("widht", 3))
+    _refused(digits_copy[0], digits_copy[0], "arch_kwargs .* do not fit arch 'mlp'.*widht")
+
+
+@pytest.mark.parametrize("n", [0, 5])
+def test_num_classes_inconsistent_with_the_class_embedding(digits_copy, n):
+    # JSON and arch_kwargs agree with each other but not with the weights (10 classes + null):
+    # such a checkpoint used to load and make CFG a no-op (n=0) or crash late (n=5)
+    def edit(m):
+        m["num_classes"], m["class_names"] = n, [str(i) for i in range(n)]
+        if n:
+            m["arch_kwargs"]["num_classes"] = n
+        else:
+            m["arch_kwargs"].pop("num_classes")
+    _edit_json(digits_copy[0], edit)
+    _refused(digits_copy[0], digits_copy[1], rf"num_classes is {n} but the weights' class embedding "
+             r"cond\.label\.weight is for 10 classes")
+
+
+def test_missing_weights_file_is_named(digits_copy):
+    os.remove(digits_copy[1])
+    _refused(digits_copy[0], digits_copy[1], "weights file not found", FileNotFoundError)
+
+
+def test_truncated_weights_file_is_named(digits_copy):
+    data = open(digits_copy[1], "rb").read()
+    open(digits_copy[1], "wb").write(data[: len(data) // 2])
+    _refused(digits_copy[0], digits_copy[1], r"not a readable safetensors file \(\d+ bytes; truncated or corrupted")
+
+
+@pytest.mark.parametrize("where", [slice(0, 8), slice(8, 40), slice(20, 21)])
+def test_corrupted_weights_header_is_named(digits_copy, where):
+    data = bytearray(open(digits_copy[1], "rb").read())
+    data[where] = bytes(b ^ 0xA5 for b in data[where])
+    open(digits_copy[1], "wb").write(bytes(data))
+    _refused(digits_copy[0], digits_copy[1], "not a readable safetensors file")
+
+
+def test_missing_and_unexpected_tensors_are_named(digits_copy):
+    def edit(sd):
+        sd.pop("blocks.1.fc2.bias")
+        sd["blocks.9.fc1.weight"] = torch.zeros(2)
+    _edit_weights(digits_copy[1], edit)
+    msg = _refused(digits_copy[0], digits_copy[1], "weights do not match the network")
+    assert "missing 1 tensor(s): blocks.1.fc2.bias" in msg and "unexpected 1 tensor(s): blocks.9.fc1.weight" in msg
+
+
+def test_wrongly_shaped_tensor_is_named(digits_copy):
+    _edit_weights(digits_copy[1], lambda sd: sd.__setitem__("blocks.0.fc1.weight", torch.zeros(256, 255)))
+    _refused(digits_copy[0], digits_copy[1], re.escape("blocks.0.fc1.weight [256, 255] (expected [256, 256])"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_name_the_tensor(digits_copy, value):
+    def edit(sd):
+        sd["blocks.1.fc2.bias"][3] = value
+    _edit_weights(digits_copy[1], edit)
+    _refused(digits_copy[0], digits_copy[1], r"non-finite weights \(NaN or inf\) in blocks\.1\.fc2\.bias$")
+
+
+def test_integer_weights_are_refused(digits_copy):
+    _edit_weights(digits_copy[1], lambda sd: sd.__setitem__("out.bias", sd["out.bias"].long()))
+    _refused(digits_copy[0], digits_copy[1], "out.bias are torch.int64, expected floating point")
+
+
+def test_directory_without_a_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model.json") as info:
+        load(str(tmp_path))
+    assert str(info.value).startswith(str(tmp_path) + ":")
+
+
+def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path):
+    kw = {"dim": 2, "hidden": 8, "depth": 1, "num_classes": 3}
+    net = build_net("mlp", **kw)
+    prefix = str(tmp_path / "m")
+    with pytest.raises(ValueError, match=re.escape(prefix + ".json") + ": num_classes is 0 but arch_kwargs.num_classes is 3"):
+        save(prefix, net, _meta("mlp", kw, "flow", "velocity", (2,), 0))
+    with pytest.raises(ValueError, match="unknown prediction 'velocty'"):
+        save(prefix, net, _meta("mlp", kw, "flow", "velocty", (2,), 3))
+    with torch.no_grad():
+        net.out.weight[0, 0] = math.inf
+    with pytest.raises(ValueError, match=re.escape(prefix + ".safetensors") + ": non-finite weights .* out.weight"):
+        save(prefix, net, _meta("mlp", kw, "flow", "velocity", (2,), 3))
+    with torch.no_grad():
+        net.out.weight[0, 0] = 1e6  # finite in float32, inf in float16
+    with pytest.raises(ValueError, match="non-finite weights .* out.weight"):
+        save(prefix, net, _meta("mlp", kw, "flow", "velocity", (2,), 3), dtype=torch.float16)
+    assert os.listdir(tmp_path) == []
 
 
 # --- diffusers -------------------------------------------------------------------------------

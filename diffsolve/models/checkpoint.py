@@ -30,7 +30,6 @@ network is adapted with :func:`~diffsolve.denoisers.from_network` on the
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 from ..denoisers import NetworkDenoiser
 from ..io import atomic_write, atomic_write_json
 from ..paths import DiscreteVPPath, Path, get_path
+from .checkpoint_files import build_checked_net, check_meta, check_weights, read_json, read_weights
 
 __all__ = ["save", "load", "TrainedDenoiser", "SHIPPED", "WEIGHTS_DIR", "shipped_models", "FORMAT"]
 
@@ -97,19 +97,20 @@ def _state_dict_to_save(net: nn.Module | dict[str, Tensor], dtype: torch.dtype) 
 def save(prefix: str, net: nn.Module | dict[str, Tensor], meta: dict[str, Any], dtype: torch.dtype = torch.float32) -> str:
     """Write ``prefix.safetensors`` and ``prefix.json`` atomically; returns the JSON path.
 
-    ``meta`` must hold ``arch``, ``arch_kwargs``, ``path``, ``prediction`` and ``shape``."""
+    ``meta`` must hold ``arch``, ``arch_kwargs``, ``path``, ``prediction`` and ``shape``; it is
+    checked as :func:`load` checks it, and so are the weights (in ``dtype``: a value that overflows
+    float16 is refused), so that nothing is written that ``load`` would refuse."""
     from safetensors.torch import save_file
 
-    missing = [k for k in ("arch", "arch_kwargs", "path", "prediction", "shape") if k not in meta]
-    if missing:
-        raise ValueError(f"checkpoint metadata lacks {missing}")
     if prefix.endswith(".json") or prefix.endswith(".safetensors"):
         prefix = os.path.splitext(prefix)[0]
-    sd = _state_dict_to_save(net, dtype)
-    atomic_write(prefix + ".safetensors", lambda tmp: save_file(sd, tmp, metadata={"format": FORMAT}))
     full = {"format": FORMAT, "sigma_data": 0.5, "num_classes": 0, "value_range": [-1.0, 1.0],
             "weights": os.path.basename(prefix) + ".safetensors", "weights_dtype": str(dtype).replace("torch.", ""),
             **meta}
+    check_meta(full, prefix + ".json")
+    sd = _state_dict_to_save(net, dtype)
+    check_weights(sd, build_checked_net(full, prefix + ".json"), prefix + ".safetensors", full["num_classes"])
+    atomic_write(prefix + ".safetensors", lambda tmp: save_file(sd, tmp, metadata={"format": FORMAT}))
     atomic_write_json(prefix + ".json", full)
     return prefix + ".json"
 
@@ -130,13 +131,13 @@ def _resolve(name_or_path: str) -> str:
         for cand in ("model.json", "ema.json"):
             if os.path.exists(os.path.join(p, cand)):
                 return os.path.join(p, cand)
-        raise FileNotFoundError(f"no model.json (diffsolve checkpoint) or config.json (diffusers) in {p}")
+        raise FileNotFoundError(f"{p}: no model.json (diffsolve checkpoint) or config.json (diffusers) in this directory")
     if p.endswith(".safetensors"):
         p = p[: -len(".safetensors")] + ".json"
     elif not p.endswith(".json"):
         p = p + ".json"
     if not os.path.exists(p):
-        raise FileNotFoundError(f"checkpoint metadata {p} not found")
+        raise FileNotFoundError(f"{p}: checkpoint metadata not found")
     return p
 
 
@@ -146,8 +147,8 @@ def _is_diffusers_dir(p: Any) -> bool:
     cfg = os.path.join(p, "config.json")
     if not os.path.exists(cfg):
         return False
-    with open(cfg) as f:
-        return json.load(f).get("_class_name") == "UNet2DModel"
+    content = read_json(cfg)
+    return isinstance(content, dict) and content.get("_class_name") == "UNet2DModel"
 
 
 def load(model: Any, scheduler: Any = None, *, device: str | torch.device = "cpu",
@@ -161,18 +162,16 @@ def load(model: Any, scheduler: Any = None, *, device: str | torch.device = "cpu
                                allow_extrapolation=allow_extrapolation)
     if not isinstance(model, str):
         raise TypeError(f"load expects a model name, a path or a diffusers UNet2DModel, got {type(model).__name__}")
-    from safetensors.torch import load_file
-
-    from ..nets import build_net
-
     meta_path = _resolve(model)
-    with open(meta_path) as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path} is not a diffsolve checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
-    net = build_net(meta["arch"], **meta["arch_kwargs"])
+    meta = read_json(meta_path)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{meta_path} is not a diffsolve checkpoint (format {found!r}, expected {FORMAT!r})")
+    check_meta(meta, meta_path)
+    net = build_checked_net(meta, meta_path)
     wpath = os.path.join(os.path.dirname(meta_path), meta.get("weights", os.path.basename(meta_path)[:-5] + ".safetensors"))
-    sd = load_file(wpath)
+    sd = read_weights(wpath)
+    check_weights(sd, net, wpath, meta.get("num_classes", 0))
     net.load_state_dict({k: v.float() for k, v in sd.items()})
     net.eval().requires_grad_(False).to(device)
     meta.setdefault("name", os.path.basename(meta_path)[:-5])
@@ -212,8 +211,7 @@ def _scheduler_config(scheduler: Any, model_dir: str | None) -> dict:
     if isinstance(scheduler, dict):
         return dict(scheduler)
     if isinstance(scheduler, str):
-        with open(os.path.join(scheduler, "scheduler_config.json") if os.path.isdir(scheduler) else scheduler) as f:
-            return json.load(f)
+        return read_json(os.path.join(scheduler, "scheduler_config.json") if os.path.isdir(scheduler) else scheduler)
     cfg = getattr(scheduler, "config", None)
     if cfg is None:
         raise TypeError(f"scheduler must be a diffusers scheduler, a config dict or a path, got {type(scheduler).__name__}")

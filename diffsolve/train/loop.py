@@ -26,58 +26,22 @@ Files in ``out_dir``:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-import math
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..data import load_dataset
-from ..io import atomic_write, atomic_write_text
+from ..io import atomic_write, atomic_write_text, remove_orphans
 from ..nets import build_net, num_params
 from ..paths import get_path
+from .config import TrainConfig, config_differences
 from .losses import diffusion_loss
 
 __all__ = ["TrainConfig", "train", "ema_update"]
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved in the checkpoint's JSON)."""
-
-    data: str = "moons"                      # a name from diffsolve.data.DATASETS
-    data_split: str = "train"
-    arch: str = "mlp"                        # "unet" or "mlp"
-    arch_kwargs: dict = field(default_factory=dict)
-    path: str = "flow"                       # a name from diffsolve.PATHS
-    prediction: str = "velocity"             # eps, x0, v, velocity, score, or edm
-    noise_dist: str = "uniform"              # "uniform" (t) or "lognormal" (s, EDM)
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    weighting: str = "none"                  # "none" or "min-snr"
-    sigma_data: float = 0.5
-    conditional: bool = False                # class-conditional with a null label
-    label_dropout: float = 0.1               # probability of the null label (CFG training)
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple = (0.9, 0.999)
-    warmup: int = 100
-    grad_clip: float = 1.0
-    steps: int = 1000
-    ema_decay: float = 0.999
-    seed: int = 0
-    threads: int = 1
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(d["betas"])
-        return d
 
 
 def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
@@ -103,7 +67,8 @@ def _build(cfg: TrainConfig, data: Tensor, labels: Tensor | None):
     kw = dict(cfg.arch_kwargs)
     if cfg.conditional:
         if labels is None:
-            raise ValueError(f"data set {cfg.data!r} has no labels; cannot train a conditional model")
+            raise ValueError(f"data set {cfg.data!r} has no labels; cannot train a conditional model "
+                             "(data sets with labels: mnist, digits; or conditional=False)")
         kw.setdefault("num_classes", int(labels.max()) + 1)
     if cfg.arch == "mlp":
         kw.setdefault("dim", int(data[0].numel()))
@@ -112,7 +77,10 @@ def _build(cfg: TrainConfig, data: Tensor, labels: Tensor | None):
     if "t_scale" not in kw:
         kw["t_scale"] = default_t_scale(cfg.path, cfg.prediction)
     torch.manual_seed(cfg.seed)
-    net = build_net(cfg.arch, **kw)
+    try:
+        net = build_net(cfg.arch, **kw)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"arch_kwargs {kw} do not fit arch {cfg.arch!r}: {e}") from None
     return net, kw
 
 
@@ -135,6 +103,18 @@ def _meta(cfg: TrainConfig, arch_kwargs: dict, data: Tensor, labels: Tensor | No
             "training": {"config": cfg.to_dict(), **extra}}
 
 
+def _load_state(state_path: str) -> dict:
+    """The resumable state written by :func:`_save_state`; an unreadable file is named."""
+    try:
+        st = torch.load(state_path, weights_only=False)
+    except Exception as e:  # pickle / zip errors of a damaged file
+        raise ValueError(f"{state_path}: not a readable training state ({type(e).__name__}: {e}); "
+                         "use a new out_dir or resume=False") from None
+    if not isinstance(st, dict) or not isinstance(st.get("config"), dict):
+        raise ValueError(f"{state_path}: not a diffsolve training state (no 'config'); use a new out_dir or resume=False")
+    return st
+
+
 def _save_state(out_dir: str, obj: dict) -> None:
     atomic_write(os.path.join(out_dir, "state.pt"), lambda tmp: torch.save(obj, tmp))
 
@@ -144,11 +124,22 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
           max_seconds: float | None = None, command: str | None = None,
           export_dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """Train (or resume) a model described by ``cfg`` into ``out_dir``; returns a summary dict
-    (step, last losses, seconds, parameters). Stops at ``cfg.steps`` or after ``max_seconds``."""
+    (step, last losses, seconds, parameters, the orphaned temporary files of a killed write
+    that were removed). Stops at ``cfg.steps`` or after ``max_seconds``.
+
+    Refuses (``ValueError``, naming the argument and what is accepted) a config that
+    :meth:`TrainConfig.check` refuses, an ``out_dir`` that is a file, and resuming from a
+    ``state.pt`` written by another configuration (the differing fields named)."""
     from ..models.checkpoint import save as save_checkpoint
 
-    torch.set_num_threads(max(1, cfg.threads))
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    cfg.check()
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir {out_dir!r} is a file; pass a directory (new or one to resume)")
+    torch.set_num_threads(cfg.threads)
     os.makedirs(out_dir, exist_ok=True)
+    orphans = remove_orphans(out_dir)  # left by a kill during a checkpoint write
     data, labels = load_dataset(cfg.data, cfg.data_split)
     data = data.float()
     if not cfg.conditional:
@@ -160,10 +151,11 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     step, elapsed, losses, window = 0, 0.0, [], []
     state_path = os.path.join(out_dir, "state.pt")
     if resume and os.path.exists(state_path):
-        st = torch.load(state_path, weights_only=False)
-        free = ("steps", "threads")  # may change between a run and its resumption
-        if {k: v for k, v in st["config"].items() if k not in free} != {k: v for k, v in cfg.to_dict().items() if k not in free}:
-            raise ValueError(f"{state_path} was written by another configuration; use a new out_dir or resume=False")
+        st = _load_state(state_path)
+        diff = config_differences(st["config"], cfg.to_dict(), ignore=("steps", "threads"))  # these may change
+        if diff:
+            raise ValueError(f"{state_path} was written by another configuration ({'; '.join(diff)}, "
+                             "checkpoint -> now); use a new out_dir, resume=False, or the checkpoint's settings")
         net.load_state_dict(st["net"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
@@ -235,4 +227,5 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     if bar is not None:
         bar.close()
     checkpoint()
-    return {"step": step, "seconds": elapsed, "params": num_params(net), "losses": losses, "out_dir": out_dir}
+    return {"step": step, "seconds": elapsed, "params": num_params(net), "losses": losses, "out_dir": out_dir,
+            "removed_orphans": orphans}

@@ -11,8 +11,9 @@ thread per run (see docs/models.md for the timings).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
-from .loop import TrainConfig
+from .config import TrainConfig
 
 __all__ = ["PRESETS", "preset"]
 
@@ -42,8 +43,16 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def preset(name: str, **overrides) -> TrainConfig:
-    """A copy of a preset, with fields overridden."""
-    if name not in PRESETS:
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A copy of a preset, with fields overridden; unknown names or fields and values that
+    :meth:`TrainConfig.check` refuses raise ``ValueError`` naming what is accepted."""
+    if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                         f"accepted: {', '.join(fields)}")
+    cfg = dataclasses.replace(PRESETS[name], **overrides)
+    cfg.check()
+    return cfg
