@@ -247,7 +247,7 @@ def test_variable_step_adams_bashforth_exact_for_polynomials(q):
     exact = sum(cf * (2.2 ** (k + 1) - 3.0 ** (k + 1)) / (k + 1) for k, cf in enumerate(coef))
     assert abs(float(out) - exact) < 1e-12
     if q == 4:  # uniform nodes: the classic AB4 weights (55, -59, 37, -9)/24 of PNDM/iPNDM
-        w = ab_weights(torch.tensor([3.0, 4.0, 5.0, 6.0], dtype=F64), torch.tensor(2.0, dtype=F64))
+        w = torch.tensor(ab_weights([3.0, 4.0, 5.0, 6.0], 2.0), dtype=F64)
         torch.testing.assert_close(w, torch.tensor([55, -59, 37, -9], dtype=F64) / 24, rtol=1e-14, atol=1e-14)
 
 

@@ -26,118 +26,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import inspect
-from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["SolverState", "Solver", "NoiseSource", "NFEError", "register", "SOLVERS", "get_solver",
-           "bc", "lambdas"]
+from ..noise import NoiseSource
+from .kit import bc
+from .registry import SOLVERS, get_solver, register
+from .stability import linear_test_warning
+
+__all__ = ["SolverState", "Solver", "NoiseSource", "NFEError", "StabilityWarning", "register", "SOLVERS",
+           "get_solver", "bc"]
 
 
 class NFEError(ValueError):
     """The requested number of function evaluations cannot be honoured exactly."""
 
 
-def bc(v: Tensor, y: Tensor) -> Tensor:
-    """Broadcast a scalar or per-row tensor against a batch ``y``.  Scalars (numbers and 0-dim
-    CPU tensors such as grid levels) come back as Python floats: no tensor is built for them."""
-    if isinstance(v, (int, float)):
-        return v
-    if isinstance(v, Tensor) and v.ndim == 0 and v.device.type == "cpu":
-        return v.item()
-    v = torch.as_tensor(v, dtype=y.dtype, device=y.device)
-    if v.ndim == 0:
-        return v
-    return v.reshape(v.shape[0], *([1] * (y.ndim - 1)))
-
-
-def lambdas(sigmas: Tensor) -> Tensor:
-    """lambda = -log s (inf at s = 0)."""
-    return -torch.log(sigmas)
-
-
-def _signed(u: int) -> int:
-    u &= 0xFFFFFFFFFFFFFFFF
-    return u - (1 << 64) if u >= 1 << 63 else u
-
-
-_GOLDEN = _signed(0x9E3779B97F4A7C15)
-_M1, _M2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
-
-
-def _srl(x: Tensor, k: int) -> Tensor:
-    """Logical right shift of int64 bit patterns."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
-
-
-def _mix(x: Tensor) -> Tensor:
-    """splitmix64 (Steele, Lea & Flood 2014) on int64 tensors; multiplication wraps mod 2^64."""
-    x = x + _GOLDEN
-    x = (x ^ _srl(x, 30)) * _M1
-    x = (x ^ _srl(x, 27)) * _M2
-    return x ^ _srl(x, 31)
-
-
-class NoiseSource:
-    """Counter-based per-sample Gaussian noise.
-
-    ``normal(step, like, draw)`` returns for every row b a standard normal tensor that depends
-    only on ``(seeds[b], step, draw)`` and the element index: a sample's noise is the same
-    whatever batch it is in, and re-indexing particles (SMC) is re-indexing ``seeds``.
-
-    The generator is a pure function, vectorised over the batch and run on the sample's own
-    device: each element's 64 random bits are splitmix64 of (seed, step, draw, element index),
-    turned into uniforms with 53-bit resolution and into normals by Box-Muller. No generator
-    state, no per-sample Python loop, no host synchronisation.
-
-        >>> import torch
-        >>> src = NoiseSource([3, 7])
-        >>> a = src.normal(0, torch.empty(2, 5, dtype=torch.float64))
-        >>> b = NoiseSource([7]).normal(0, torch.empty(1, 5, dtype=torch.float64))
-        >>> bool((a[1] == b[0]).all())
-        True
-    """
-
-    def __init__(self, seeds: Sequence[int] | Tensor):
-        self.seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, Tensor) else seeds)]
-        self._keys = _mix(torch.tensor([_signed(s) for s in self.seeds], dtype=torch.int64))
-        self._on: dict[torch.device, Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    def index(self, idx: Tensor) -> "NoiseSource":
-        return NoiseSource([self.seeds[int(i)] for i in idx.tolist()])
-
-    def _keys_on(self, device: torch.device) -> Tensor:
-        if device not in self._on:
-            self._on[device] = self._keys.to(device)
-        return self._on[device]
-
-    def normal(self, step: int, like: Tensor, draw: int = 0) -> Tensor:
-        if like.shape[0] != len(self.seeds):
-            raise ValueError(f"noise source has {len(self.seeds)} seeds but the batch has {like.shape[0]} rows")
-        n = math.prod(like.shape[1:])
-        dev = like.device
-        base = _mix(_mix(self._keys_on(dev) ^ _signed(step + 1)) ^ _signed(draw + 7))  # (B,)
-        m = (n + 1) // 2
-        j = torch.arange(2 * m, dtype=torch.int64, device=dev) * _GOLDEN
-        bits = _mix(base[:, None] ^ j[None, :])  # (B, 2m)
-        u = (_srl(bits, 11).to(torch.float64) + 0.5) * 2.0**-53  # uniform in (0, 1)
-        r = torch.sqrt(-2.0 * torch.log(u[:, :m]))
-        phi = (2 * math.pi) * u[:, m:]
-        z = torch.cat([r * torch.cos(phi), r * torch.sin(phi)], 1)[:, :n]
-        return z.reshape(like.shape).to(like.dtype)
-
-    @classmethod
-    def initial(cls, seeds: Sequence[int], shape: Sequence[int], dtype=torch.float64, device="cpu") -> Tensor:
-        """Standard normal starting noise of shape (len(seeds), *shape), one seed per sample."""
-        like = torch.empty(len(seeds), *shape, dtype=dtype, device=device)
-        return cls(seeds).normal(-1, like)
+class StabilityWarning(UserWarning):
+    """A solver on a given grid amplifies its error beyond the data's scale (see
+    :meth:`Solver.grid_warning`); the driver warns once per run."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +58,17 @@ class SolverState:
     i: index of the current level.
     sigmas: the grid (float64, kept on the CPU: step-size logic and branch decisions such as
         "is the next level 0" never wait for an accelerator).
-    history: denoised outputs at levels i-1, i-2, ... (most recent last) kept by multistep
-        methods; length at most the method's order.
-    extra: named tensors a solver keeps (e.g. UniPC's last predictor point).
+    history: what a multistep method remembers of earlier levels (denoised outputs, or noise
+        predictions for DEIS/iPNDM), most recent last; length at most the method's order.
+    extra: named values a solver keeps (e.g. UniPC's last predictor point); batch tensors
+        among them are re-indexed by :meth:`reindex`.
     noise: the noise source of stochastic solvers (None for deterministic ones).
     grid: the same grid as Python floats (set by :meth:`Solver.init`; read it with :meth:`at`),
         so that step-size arithmetic makes no tensor operations.
+    x0: the denoised estimate D(y_i, s_i) made at the starting level of the step just taken,
+        i.e. the first denoiser call of that step (for EDM's churn sampler that call is at the
+        churned point (y_hat, s_hat)); for adaptive solvers, that of the last accepted
+        sub-step; None before the first step.  Hooks read it as x0-hat.
     """
 
     y: Tensor
@@ -163,6 +78,7 @@ class SolverState:
     extra: dict[str, Any] = field(default_factory=dict)
     noise: NoiseSource | None = None
     grid: tuple[float, ...] | None = None
+    x0: Tensor | None = None
 
     def at(self, k: int) -> float:
         """Level ``k`` of the grid as a Python float."""
@@ -180,28 +96,36 @@ class SolverState:
         return new
 
     @property
-    def s(self) -> Tensor:
-        return self.sigmas[self.i]
+    def s(self) -> float:
+        """The current level s_i (a Python float)."""
+        return self.at(self.i)
 
     @property
-    def s_next(self) -> Tensor:
-        return self.sigmas[self.i + 1]
+    def s_next(self) -> float:
+        """The target level s_{i+1} of the next step (a Python float)."""
+        return self.at(self.i + 1)
 
     @property
     def n_steps(self) -> int:
         return self.sigmas.numel() - 1
 
     def reindex(self, idx: Tensor) -> "SolverState":
-        """Select/repeat batch rows (particle resampling): every batch tensor is indexed."""
+        """Select or repeat batch rows (particle resampling): row k of the result is row
+        ``idx[k]`` of this state in ``y``, ``x0``, every history entry, every batch tensor of
+        ``extra`` and the noise seeds."""
         B = self.y.shape[0]
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if idx.ndim != 1 or (idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < B)):
+            raise ValueError(f"reindex needs a 1-D index of rows in [0, {B}), got {idx.tolist()!r}")
 
         def take(v):
             if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == B:
-                return v[idx]
+                return v[idx.to(v.device)]
             return v
 
         return self.replace(
-            y=self.y[idx],
+            y=take(self.y),
+            x0=take(self.x0),
             history=tuple(take(h) for h in self.history),
             extra={k: take(v) for k, v in self.extra.items()},
             noise=None if self.noise is None else self.noise.index(idx),
@@ -210,30 +134,56 @@ class SolverState:
 
 _STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(SolverState))
 
-DenoiseFn = Callable[[Tensor, Tensor], Tensor]
+DenoiseFn = Callable[[Tensor, "float | Tensor"], Tensor]
+
+
+def _default_nfe_rule(k: int) -> str:
+    """The NFE rule of a method with k evaluations per step and a one-evaluation step to s = 0."""
+    if k == 1:
+        return "1 per step"
+    return f"{k} per step, 1 for a final step to s=0 ({k}N-{k - 1} for N steps to zero)"
 
 
 class Solver:
     """Base class. Subclasses set the class attributes and implement :meth:`step`.
 
+    Metadata has one source, the class attributes: ``order`` (of the default configuration; a
+    solver whose options change its order sets the instance's ``order`` from the same table
+    that defines the options), ``evals_per_step``, ``nfe_rule`` (derived from
+    ``evals_per_step`` unless a class states a different rule), ``paper``;
+    :meth:`describe` reads them.
+
     ``step_cost(i, n_steps, final_zero)`` is the number of denoiser calls step i makes; the
     driver checks it against the calls it counts, and uses it to turn an NFE budget into a
     number of steps (or to refuse the budget with the nearest achievable ones).
+
+    Every ``step`` sets ``state.x0`` (see :class:`SolverState`).
     """
 
     name: ClassVar[str] = "solver"
     aliases: ClassVar[tuple[str, ...]] = ()
     order: ClassVar[int] = 1
     stochastic: ClassVar[bool] = False
+    adaptive: ClassVar[bool] = False
     paper: ClassVar[str] = ""
-    nfe_rule: ClassVar[str] = "1 per step"
     evals_per_step: ClassVar[int] = 1
+    nfe_rule: ClassVar[str] = "1 per step"
     #: the schedule kind the solver is usually run with
     default_schedule: ClassVar[str] = "karras"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "nfe_rule" not in cls.__dict__:
+            cls.nfe_rule = _default_nfe_rule(cls.evals_per_step)
 
     def __init__(self, **options: Any):
         if options:
             raise TypeError(f"solver {self.name!r} takes no options {sorted(options)}")
+
+    @property
+    def owner(self) -> str:
+        """How errors about this solver's options name it."""
+        return f"solver {self.name!r}"
 
     # -- NFE bookkeeping --------------------------------------------------------------
     def step_cost(self, i: int, n_steps: int, final_zero: bool) -> int:
@@ -253,7 +203,7 @@ class Solver:
         return self
 
     def steps_for_nfe(self, nfe: int, final_zero: bool = True) -> int:
-        if not isinstance(nfe, int) or nfe < 1:
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
             raise NFEError(f"nfe must be a positive integer, got {nfe!r}")
         # start the scan near the answer (the scan is O(n^2) step_cost calls from n = 1); fall back
         # to n = 1 if the guess already meets the budget (a cost rule that is not near-uniform)
@@ -283,6 +233,17 @@ class Solver:
     def step(self, state: SolverState, denoise: DenoiseFn) -> SolverState:  # pragma: no cover
         raise NotImplementedError
 
+    # -- stability ----------------------------------------------------------------------
+    def grid_warning(self, grid: tuple[float, ...]) -> str | None:
+        """A one-line warning when this solver on ``grid`` (levels s_0 > ... > s_N, floats)
+        amplifies its error beyond the data's scale, else None.  Decided from the grid alone by
+        running the solver on the linear test problem of Gaussian data (see
+        :mod:`diffsolve.solvers.stability`, which says where the threshold comes from).
+        Stochastic and adaptive solvers return None."""
+        if self.stochastic or self.adaptive:
+            return None
+        return linear_test_warning(self, tuple(float(v) for v in grid))
+
     # helpers -------------------------------------------------------------------------
     @staticmethod
     def push(history: tuple[Tensor, ...], d: Tensor, keep: int) -> tuple[Tensor, ...]:
@@ -294,45 +255,3 @@ class Solver:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "aliases": ", ".join(self.aliases), "order": self.order,
                 "stochastic": self.stochastic, "nfe": self.nfe_rule, "paper": self.paper}
-
-
-SOLVERS: dict[str, type[Solver]] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def register(cls: type[Solver]) -> type[Solver]:
-    """Class decorator adding a solver (and its aliases) to the registry."""
-    if cls.name in SOLVERS:
-        raise ValueError(f"solver {cls.name!r} registered twice")
-    SOLVERS[cls.name] = cls
-    for a in cls.aliases:
-        _ALIASES[a] = cls.name
-    return cls
-
-
-@lru_cache(maxsize=None)
-def _accepted_options(cls: type) -> tuple[str, ...] | None:
-    """The keyword options of a solver class (None when it takes ``**kwargs``)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return tuple(p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL)
-
-
-def get_solver(name: str | Solver, **options: Any) -> Solver:
-    """A solver instance by name or alias (see ``diffsolve.solvers()``)."""
-    if isinstance(name, Solver):
-        if options:
-            raise TypeError("options given with a solver instance; configure the instance instead")
-        return name
-    key = _ALIASES.get(name, name)
-    if key not in SOLVERS:
-        raise ValueError(f"unknown solver {name!r}; accepted: {', '.join(sorted(SOLVERS))}")
-    cls = SOLVERS[key]
-    accepted = _accepted_options(cls) if options else None
-    if accepted is not None:  # name the options a solver accepts
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise TypeError(f"solver {cls.name!r} takes no option(s) {', '.join(unknown)}; "
-                            f"accepted: {', '.join(accepted) or 'none'}")
-    return cls(**options)

@@ -22,7 +22,7 @@ the default).  In s: with P the Lagrange polynomial of
 degree q - 1 through (s_{i-j}, eps_{i-j}), j = 0 .. q - 1,
 
     y_{i+1} = y_i + (s_{i+1} - s_i) sum_j w_j eps_{i-j},
-    w_j = int_0^1 l_j(u) du,   u = (s - s_i)/(s_{i+1} - s_i),                            (AB)
+    w_j = int_0^1 l_j(u) du,   u = (s - s_i)/(s_{i+1} - s_i),              (AB) [DEIS Eq. 15]
 
 l_j the Lagrange basis on the nodes u_j = (s_{i-j} - s_i)/(s_{i+1} - s_i).  (AB) is exactly the
 variable-step Adams-Bashforth method of order q on dy/ds = eps, so non-uniform grids keep the
@@ -38,7 +38,7 @@ The log-rho variable (``variable="log-s"``, the default).  The DEIS authors' cod
 ``DEISMultistepScheduler`` fit the polynomial in log(rho) instead.  With lambda = -log s
 (ds = -e^{-lambda} dlambda) the step reads
 
-    y_{i+1} = y_i - int_{lambda_i}^{lambda_{i+1}} e^{-lambda} eps(lambda) dlambda,           (EI)
+    y_{i+1} = y_i - int_{lambda_i}^{lambda_{i+1}} e^{-lambda} eps(lambda) dlambda,   (EI) [DEIS Eq. 11]
 
 the exponential-integrator form of the paper (its Eq. (11) with the linear part removed).
 Replacing eps by the Lagrange polynomial in u = lambda - lambda_i through the nodes
@@ -74,12 +74,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
-from .base import Solver, SolverState, bc, register
-from .dpmpp import check_lower_order_final, multistep_order
+from .base import Solver, SolverState, register
 from .euler import ddim_update
+from .kit import bc, check_choice, check_int, check_lower_order_final, eps_of, multistep_order, step_size
 
 __all__ = ["DEIS", "ab_weights", "ab_update", "ei_moments", "ei_weights"]
 
@@ -87,33 +86,34 @@ __all__ = ["DEIS", "ab_weights", "ab_update", "ei_moments", "ei_weights"]
 _GL_NODES = (0.5 - 0.5 / math.sqrt(3.0), 0.5 + 0.5 / math.sqrt(3.0))
 
 
-def ab_weights(levels: Tensor, s_next: Tensor) -> Tensor:
-    """Variable-step Adams-Bashforth weights (AB) for nodes ``levels = (s_i, s_{i-1}, ...)``.
+def ab_weights(levels: Sequence[float], s_next: float) -> list[float]:
+    """Variable-step Adams-Bashforth weights (AB) [DEIS Eq. 15 in rho] for nodes
+    ``levels = (s_i, s_{i-1}, ...)`` (Python floats; 0-dim or 1-D CPU tensors are read as floats).
 
-    >>> import torch
-    >>> ab_weights(torch.tensor([2.0, 3.0], dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
-    tensor([ 1.5000, -0.5000], dtype=torch.float64)
+    >>> ab_weights([2.0, 3.0], 1.0)
+    [1.5, -0.5]
     """
-    q = levels.numel()
+    levels, s_next = [float(v) for v in levels], float(s_next)
+    q = len(levels)
     if q > 4:
         raise ValueError(f"Adams-Bashforth order must be at most 4, got {q}")
-    u_nodes = (levels - levels[0]) / (s_next - levels[0])
-    us = torch.tensor(_GL_NODES, dtype=levels.dtype, device=levels.device)
+    u_nodes = [(v - levels[0]) / (s_next - levels[0]) for v in levels]
     w = []
     for j in range(q):
-        lj = torch.ones_like(us)
+        lj = [1.0, 1.0]  # l_j at the two Gauss-Legendre nodes
         for m in range(q):
             if m != j:
-                lj = lj * (us - u_nodes[m]) / (u_nodes[j] - u_nodes[m])
-        w.append(lj.mean())  # GL weights are 1/2 each on [0, 1]
-    return torch.stack(w)
+                lj = [v * (u - u_nodes[m]) / (u_nodes[j] - u_nodes[m]) for v, u in zip(lj, _GL_NODES)]
+        w.append((lj[0] + lj[1]) / 2)  # GL weights are 1/2 each on [0, 1]
+    return w
 
 
-def ab_update(y: Tensor, levels: Tensor, s_next: Tensor, eps: Sequence[Tensor]) -> Tensor:
+def ab_update(y: Tensor, levels: Sequence[float], s_next: float, eps: Sequence[Tensor]) -> Tensor:
     """y_{i+1} = y_i + (s_{i+1} - s_i) sum_j w_j eps_{i-j}; ``eps[j]`` at ``levels[j]`` (current first)."""
+    levels = [float(v) for v in levels]
     w = ab_weights(levels, s_next)
-    inc = sum(w[j] * e for j, e in enumerate(eps))
-    return y + bc(s_next - levels[0], y) * inc
+    inc = sum(wj * e for wj, e in zip(w, eps))
+    return y + bc(float(s_next) - levels[0], y) * inc
 
 
 def ei_moments(h: float, kmax: int) -> list[float]:
@@ -152,9 +152,8 @@ def ei_weights(levels: Sequence[float], s_next: float) -> list[float]:
     q = len(levels)
     if q > 4:
         raise ValueError(f"exponential-integrator order must be at most 4, got {q}")
-    lam0 = -math.log(levels[0])
-    h = -math.log(s_next) - lam0
-    u = [-math.log(s) - lam0 for s in levels]  # u_0 = 0 > u_1 > ...
+    h = step_size(levels[0], s_next)
+    u = [-step_size(s, levels[0]) for s in levels]  # u_j = lambda_{i-j} - lambda_i: u_0 = 0 > u_1 > ...
     mom = ei_moments(h, q - 1)
     w = []
     for j in range(q):
@@ -173,38 +172,33 @@ class _AdamsBashforthS(Solver):
 
     ORDERS: tuple[int, ...] = (1, 2, 3)
     default_order = 3
-    nfe_rule = "1 per step"
     default_schedule = "log-snr"
-
-    def __init__(self, order: int | None = None, lower_order_final: bool | str = False):
-        order = self.default_order if order is None else order
-        if isinstance(order, bool) or not isinstance(order, int) or order not in self.ORDERS:
-            raise ValueError(f"{self.name} order must be one of {', '.join(map(str, self.ORDERS))}, got {order!r}")
-        self.order = order
-        self.lower_order_final = check_lower_order_final(lower_order_final)
-
     variable = "s"
 
+    def __init__(self, order: int | None = None, lower_order_final: bool | str = False):
+        #: the instance's order is its ``order`` option (class attribute: the default)
+        self.order = check_int(self.owner, "order", self.default_order if order is None else order, self.ORDERS)
+        self.lower_order_final = check_lower_order_final(lower_order_final, self.owner)
+
     def step(self, state: SolverState, denoise) -> SolverState:
-        i, y, sig = state.i, state.y, state.sigmas
-        s, s_next = sig[i], sig[i + 1]
+        i, y, at = state.i, state.y, state.at
+        s, s_next = at(i), at(i + 1)
         d = denoise(y, s)
-        eps = (y - d) / bc(s, y)
+        eps = eps_of(y, d, s)
         hist = state.history  # eps at s_{i-1}, s_{i-2}, ... (most recent last)
-        to_zero = bool(s_next == 0)
+        to_zero = s_next == 0
         q = multistep_order(i, state.n_steps, self.order, self.lower_order_final, to_zero)
         if q == 1 and (self.variable == "s" or to_zero):
             y_next = ddim_update(y, d, s, s_next)  # = y + (s_next - s) eps; y = D at s = 0
-            return state.replace(y=y_next, i=i + 1, history=self.push(hist, eps, self.order - 1))
-        eps_q = [eps] + [hist[-j] for j in range(1, q)]  # eps_i, eps_{i-1}, ..., eps_{i-q+1}
-        if self.variable == "log-s":
-            levels = sig[i - q + 1:i + 1].flip(0).tolist()  # s_i, s_{i-1}, ..., s_{i-q+1}
-            w = ei_weights(levels, float(s_next))  # (EI-q)
-            y_next = y - levels[0] * sum(wj * e for wj, e in zip(w, eps_q))
         else:
-            levels = sig[i - q + 1:i + 1].flip(0)  # s_i, s_{i-1}, ..., s_{i-q+1}
-            y_next = ab_update(y, levels, s_next, eps_q)  # (AB)
-        return state.replace(y=y_next, i=i + 1, history=self.push(hist, eps, self.order - 1))
+            eps_q = [eps] + [hist[-j] for j in range(1, q)]  # eps_i, eps_{i-1}, ..., eps_{i-q+1}
+            levels = [at(i - j) for j in range(q)]  # s_i, s_{i-1}, ..., s_{i-q+1}
+            if self.variable == "log-s":
+                w = ei_weights(levels, s_next)  # (EI-q)
+                y_next = y - levels[0] * sum(wj * e for wj, e in zip(w, eps_q))
+            else:
+                y_next = ab_update(y, levels, s_next, eps_q)  # (AB)
+        return state.replace(y=y_next, i=i + 1, history=self.push(hist, eps, self.order - 1), x0=d)
 
 
 @register
@@ -222,6 +216,4 @@ class DEIS(_AdamsBashforthS):
 
     def __init__(self, order: int | None = None, variable: str = "log-s", lower_order_final: bool | str = False):
         super().__init__(order, lower_order_final)
-        if variable not in self.VARIABLES:
-            raise ValueError(f"deis variable must be one of {', '.join(self.VARIABLES)}, got {variable!r}")
-        self.variable = variable
+        self.variable = check_choice(self.owner, "variable", variable, self.VARIABLES)

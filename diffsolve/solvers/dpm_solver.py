@@ -58,82 +58,63 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
-from .base import NFEError, Solver, SolverState, bc, register
+from .base import NFEError, Solver, SolverState, register
 from .euler import SingleStepSolver, ddim_update
+from .kit import bc, check_int, check_number, eps_of, level_at, step_size
 
 __all__ = ["DPMSolver2", "DPMSolver3", "DPMSolverFast", "DPMSolverPP2S", "dpm_solver_2_update",
            "dpm_solver_3_update", "dpmpp_2s_update", "fast_orders", "eps_of"]
 
 
-def eps_of(y: Tensor, d: Tensor, s: Tensor) -> Tensor:
-    """The noise prediction eps = (y - D) / s that the denoised output D implies at level s."""
-    return (y - d) / bc(s, y)
-
-
-def _step_size(s: Tensor, s_next: Tensor) -> Tensor:
-    """h = lambda(s_next) - lambda(s) = log(s / s_next) > 0."""
-    return torch.log(s) - torch.log(s_next)
-
-
-def _level(s: Tensor, h: Tensor, r: float) -> Tensor:
-    """The level at lambda_s + r h, i.e. s e^{-r h} (strictly inside the step for 0 < r < 1)."""
-    return s * torch.exp(-r * h)
-
-
-def _check_r(name: str, r: float) -> float:
-    if not isinstance(r, (int, float)) or not 0 < r <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {r!r}")
-    return float(r)
-
-
-def dpm_solver_2_update(y: Tensor, s: Tensor, s_next: Tensor, denoise, r1: float = 0.5,
-                        d0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """DPM-Solver-2 (Algorithm 1) from s to s_next > 0: two evaluations (one if ``d0`` given).
+def dpm_solver_2_update(y: Tensor, s: float, s_next: float, d0: Tensor, denoise,
+                        r1: float = 0.5) -> tuple[Tensor, Tensor]:
+    """DPM-Solver-2 [DPM-Solver Alg. 1] from s to s_next > 0, given d0 = D(y, s): one more
+    evaluation.
 
     Returns ``(y_next, y_first)``: the second-order solution and the embedded DPM-Solver-1
-    (eq. 3.7) solution from the same evaluations.
+    [DPM-Solver Eq. 3.7] solution from the same evaluations.
     """
-    h = _step_size(s, s_next)
-    s1 = _level(s, h, r1)
-    d0 = denoise(y, s) if d0 is None else d0
+    h = step_size(s, s_next)
+    s1 = level_at(s, h, r1)
     e0 = eps_of(y, d0, s)
-    u1 = ddim_update(y, d0, s, s1)  # Alg. 1, u_i = y - s1 expm1(r1 h) eps_s
+    u1 = ddim_update(y, d0, s, s1)  # [DPM-Solver Alg. 1] u_i = y - s1 expm1(r1 h) eps_s
     e1 = eps_of(u1, denoise(u1, s1), s1)
-    y_first = ddim_update(y, d0, s, s_next)  # eq. (3.7): y - s_t expm1(h) eps_s
-    y_next = y_first - bc(s_next * torch.expm1(h) / (2 * r1), y) * (e1 - e0)  # Alg. 1, x~_{t_i}
+    y_first = ddim_update(y, d0, s, s_next)  # [DPM-Solver Eq. 3.7]: y - s_t expm1(h) eps_s
+    y_next = y_first - bc(s_next * math.expm1(h) / (2 * r1), y) * (e1 - e0)  # [DPM-Solver Alg. 1] x~_{t_i}
     return y_next, y_first
 
 
-def dpm_solver_3_update(y: Tensor, s: Tensor, s_next: Tensor, denoise, r1: float = 1 / 3,
+def dpm_solver_3_update(y: Tensor, s: float, s_next: float, d0: Tensor, denoise, r1: float = 1 / 3,
                         r2: float = 2 / 3) -> tuple[Tensor, Tensor]:
-    """DPM-Solver-3 (Algorithm 2) from s to s_next > 0: three evaluations.
+    """DPM-Solver-3 [DPM-Solver Alg. 2] from s to s_next > 0, given d0 = D(y, s): two more
+    evaluations.
 
     Returns ``(y_next, y_second)``: the third-order solution and the embedded DPM-Solver-2
-    (Algorithm 1 with this ``r1``) solution from the first two evaluations.
+    ([DPM-Solver Alg. 1] with this ``r1``) solution from the first two evaluations.
     """
-    h = _step_size(s, s_next)
-    s1, s2 = _level(s, h, r1), _level(s, h, r2)
-    d0 = denoise(y, s)
+    h = step_size(s, s_next)
+    s1, s2 = level_at(s, h, r1), level_at(s, h, r2)
     e0 = eps_of(y, d0, s)
-    u1 = ddim_update(y, d0, s, s1)  # Alg. 2, u_{2i-1}
-    dd1 = eps_of(u1, denoise(u1, s1), s1) - e0  # D_{2i-1}
-    phi_22 = torch.expm1(r2 * h) / (r2 * h) - 1
-    u2 = ddim_update(y, d0, s, s2) - bc(s2 * (r2 / r1) * phi_22, y) * dd1  # u_{2i}
-    dd2 = eps_of(u2, denoise(u2, s2), s2) - e0  # D_{2i}
+    u1 = ddim_update(y, d0, s, s1)  # [DPM-Solver Alg. 2] u_{2i-1}
+    dd1 = eps_of(u1, denoise(u1, s1), s1) - e0  # [DPM-Solver Alg. 2] D_{2i-1}
+    phi_22 = math.expm1(r2 * h) / (r2 * h) - 1
+    u2 = ddim_update(y, d0, s, s2) - bc(s2 * (r2 / r1) * phi_22, y) * dd1  # [DPM-Solver Alg. 2] u_{2i}
+    dd2 = eps_of(u2, denoise(u2, s2), s2) - e0  # [DPM-Solver Alg. 2] D_{2i}
     y_first = ddim_update(y, d0, s, s_next)
-    phi_2 = torch.expm1(h) / h - 1
-    y_next = y_first - bc(s_next / r2 * phi_2, y) * dd2  # x~_{t_i}
-    y_second = y_first - bc(s_next * torch.expm1(h) / (2 * r1), y) * dd1  # Alg. 1, x~_{t_i} (embedded)
+    phi_2 = math.expm1(h) / h - 1
+    y_next = y_first - bc(s_next / r2 * phi_2, y) * dd2  # [DPM-Solver Alg. 2] x~_{t_i}
+    y_second = y_first - bc(s_next * math.expm1(h) / (2 * r1), y) * dd1  # [DPM-Solver Alg. 1] x~_{t_i} (embedded)
     return y_next, y_second
 
 
-def dpmpp_2s_update(y: Tensor, s: Tensor, s_next: Tensor, denoise, r: float = 0.5) -> Tensor:
-    """DPM-Solver++(2S) (DPM-Solver++ Algorithm 1) from s to s_next > 0: two evaluations.
+def dpmpp_2s_update(y: Tensor, s: float, s_next: float, d0: Tensor, denoise, r: float = 0.5) -> Tensor:
+    """DPM-Solver++(2S) [DPM-Solver++ Alg. 1] from s to s_next > 0, given d0 = D(y, s): one
+    more evaluation.
 
     Data-prediction form: the paper's lines divided by alpha, with D = x_theta,
 
@@ -144,21 +125,21 @@ def dpmpp_2s_update(y: Tensor, s: Tensor, s_next: Tensor, denoise, r: float = 0.
 
     and ``(s'/s) y - expm1(-h') D`` is again :func:`ddim_update`.
     """
-    h = _step_size(s, s_next)
-    s_mid = _level(s, h, r)
-    d0 = denoise(y, s)
-    u = ddim_update(y, d0, s, s_mid)  # u_i
-    d_r = (1 - 1 / (2 * r)) * d0 + (1 / (2 * r)) * denoise(u, s_mid)  # D_i
-    return ddim_update(y, d_r, s, s_next)  # x~_{t_i}
+    h = step_size(s, s_next)
+    s_mid = level_at(s, h, r)
+    u = ddim_update(y, d0, s, s_mid)  # [DPM-Solver++ Alg. 1] u_i
+    d_r = (1 - 1 / (2 * r)) * d0 + (1 / (2 * r)) * denoise(u, s_mid)  # [DPM-Solver++ Alg. 1] D_i
+    return ddim_update(y, d_r, s, s_next)  # [DPM-Solver++ Alg. 1] x~_{t_i}
 
 
-def _single_step(y: Tensor, s: Tensor, s_next: Tensor, denoise, order: int, r1: float = 0.5) -> Tensor:
-    """One DPM-Solver step of the given order (1, 2 or 3); a step to s = 0 is first order."""
+def _single_step(y: Tensor, s: float, s_next: float, d0: Tensor, denoise, order: int) -> Tensor:
+    """One DPM-Solver step of the given order (1, 2 or 3) given d0 = D(y, s); a step to s = 0 is
+    first order."""
     if order == 1 or s_next == 0:
-        return ddim_update(y, denoise(y, s), s, s_next)
+        return ddim_update(y, d0, s, s_next)
     if order == 2:
-        return dpm_solver_2_update(y, s, s_next, denoise, r1)[0]
-    return dpm_solver_3_update(y, s, s_next, denoise)[0]
+        return dpm_solver_2_update(y, s, s_next, d0, denoise)[0]
+    return dpm_solver_3_update(y, s, s_next, d0, denoise)[0]
 
 
 @register
@@ -172,15 +153,14 @@ class DPMSolver2(SingleStepSolver):
     aliases = ("dpm_solver_2",)
     order = 2
     paper = "DPM-Solver (Lu et al. 2022), Algorithm 1 (DPM-Solver-2, r1 = 1/2)"
-    nfe_rule = "2 per step, 1 for a final step to s=0 (2N-1 for N steps to zero)"
     evals_per_step = 2
     default_schedule = "log-snr"
 
     def __init__(self, r1: float = 0.5):
-        self.r1 = _check_r("r1", r1)
+        self.r1 = check_number(self.owner, "r1", r1, 0, 1, low_open=True)
 
-    def update(self, y, s, s_next, denoise):
-        return dpm_solver_2_update(y, s, s_next, denoise, self.r1)[0]
+    def update(self, y, s, s_next, d0, denoise):
+        return dpm_solver_2_update(y, s, s_next, d0, denoise, self.r1)[0]
 
 
 @register
@@ -192,12 +172,11 @@ class DPMSolver3(SingleStepSolver):
     aliases = ("dpm_solver_3",)
     order = 3
     paper = "DPM-Solver (Lu et al. 2022), Algorithm 2 (DPM-Solver-3, r1 = 1/3, r2 = 2/3)"
-    nfe_rule = "3 per step, 1 for a final step to s=0 (3N-2 for N steps to zero)"
     evals_per_step = 3
     default_schedule = "log-snr"
 
-    def update(self, y, s, s_next, denoise):
-        return dpm_solver_3_update(y, s, s_next, denoise)[0]
+    def update(self, y, s, s_next, d0, denoise):
+        return dpm_solver_3_update(y, s, s_next, d0, denoise)[0]
 
 
 def fast_orders(nfe: int, final_zero: bool = True) -> tuple[int, ...]:
@@ -261,9 +240,10 @@ class DPMSolverFast(Solver):
 
     def __init__(self, orders: Sequence[int] | None = None):
         if orders is not None:
-            orders = tuple(orders)
-            if not orders or any(k not in (1, 2, 3) for k in orders):
-                raise ValueError(f"orders must be a non-empty list of 1, 2 or 3, got {list(orders)!r}")
+            if isinstance(orders, (str, bytes)) or not hasattr(orders, "__iter__") or not len(orders := tuple(orders)):
+                raise ValueError(f"{self.owner}: orders={orders!r} is not accepted; "
+                                 f"accepted: a non-empty list of 1, 2 or 3")
+            orders = tuple(check_int(self.owner, f"orders[{j}]", k, (1, 2, 3)) for j, k in enumerate(orders))
         self.orders = orders
 
     def for_nfe(self, nfe: int, final_zero: bool = True) -> "DPMSolverFast":
@@ -299,8 +279,9 @@ class DPMSolverFast(Solver):
 
     def step(self, state: SolverState, denoise) -> SolverState:
         k = state.extra["orders"][state.i]
-        y = _single_step(state.y, state.s, state.s_next, denoise, k)
-        return state.replace(y=y, i=state.i + 1)
+        y, s = state.y, state.s
+        d0 = denoise(y, s)
+        return state.replace(y=_single_step(y, s, state.s_next, d0, denoise, k), i=state.i + 1, x0=d0)
 
 
 @register
@@ -312,12 +293,11 @@ class DPMSolverPP2S(SingleStepSolver):
     aliases = ("dpmpp_2s", "dpm-solver++2s")
     order = 2
     paper = "DPM-Solver++ (Lu et al. 2022), Algorithm 1 (DPM-Solver++(2S), r = 1/2)"
-    nfe_rule = "2 per step, 1 for a final step to s=0 (2N-1 for N steps to zero)"
     evals_per_step = 2
     default_schedule = "log-snr"
 
     def __init__(self, r: float = 0.5):
-        self.r = _check_r("r", r)
+        self.r = check_number(self.owner, "r", r, 0, 1, low_open=True)
 
-    def update(self, y, s, s_next, denoise):
-        return dpmpp_2s_update(y, s, s_next, denoise, self.r)
+    def update(self, y, s, s_next, d0, denoise):
+        return dpmpp_2s_update(y, s, s_next, d0, denoise, self.r)

@@ -58,84 +58,41 @@ Example::
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
-import torch
 from torch import Tensor
 
 from .base import Solver, SolverState, register
 from .euler import ddim_update
+from .kit import check_choice, check_lower_order_final, multistep_order, step_size
 
 __all__ = ["DPMSolverPP2M", "DPMSolverPP3M", "multistep_order", "check_lower_order_final", "dpmpp_multistep_update"]
 
-#: diffusers' threshold: ``lower_order_final`` applies to runs of fewer steps than this
-LOWER_ORDER_FINAL_BELOW = 15
 
-
-def _h(s: Tensor, s_next: Tensor) -> Tensor:
-    """h = lambda(s_next) - lambda(s) = log(s / s_next)."""
-    return torch.log(s) - torch.log(s_next)
-
-
-def check_lower_order_final(value: bool | str) -> bool | str:
-    """Validate a ``lower_order_final`` option: True, False or ``"last"``."""
-    if not (value is True or value is False or value == "last"):
-        raise ValueError(f"lower_order_final must be True, False or 'last', got {value!r}")
-    return value
-
-
-def multistep_order(i: int, n_steps: int, order: int, lower_order_final: bool | str, to_zero: bool,
-                    below: int | None = LOWER_ORDER_FINAL_BELOW) -> int:
-    """The order a multistep method uses at step ``i`` of ``n_steps``.
-
-    Warm-up ``min(order, i + 1)``.  When the run has fewer than ``below`` steps (``below=None``:
-    always, UniPC's rule), ``lower_order_final=True`` also caps the order at ``n_steps - i``
-    (last step first order, second-to-last at most second: diffusers' rule), and
-    ``lower_order_final="last"`` makes only the last step first order (for grids that end at
-    s_min > 0 with one long step, where the second-to-last step is short and can keep its
-    order).  A step to s = 0 is first order.
-
-    >>> [multistep_order(i, 5, 3, True, i == 4) for i in range(5)]
-    [1, 2, 3, 2, 1]
-    >>> [multistep_order(i, 5, 3, "last", False) for i in range(5)]
-    [1, 2, 3, 3, 1]
-    >>> [multistep_order(i, 20, 3, True, False) for i in (0, 1, 2, 18, 19)]
-    [1, 2, 3, 3, 3]
-    """
-    if to_zero:
-        return 1
-    k = min(order, i + 1)
-    if lower_order_final and (below is None or n_steps < below):
-        if lower_order_final != "last":
-            k = min(k, n_steps - i)
-        elif i == n_steps - 1:
-            k = 1
-    return k
-
-
-def dpmpp_multistep_update(y: Tensor, s, s_next, d: Tensor, history: tuple[Tensor, ...],
-                           past_levels, order: int, d2_weight: float = 1.0) -> Tensor:
+def dpmpp_multistep_update(y: Tensor, s: float, s_next: float, d: Tensor, history: tuple[Tensor, ...],
+                           past_levels: Sequence[float], order: int, d2_weight: float = 1.0) -> Tensor:
     """One DPM-Solver++ multistep update of the given order from s to s_next > 0.
 
     ``history`` holds the denoised outputs at ``past_levels`` (most recent last), ``d`` the one
     at s.  ``d2_weight`` multiplies the third-order term ``- phi_3 D2`` (1: reference code,
-    2: the full Taylor coefficient of (*)).  Levels may be floats or 0-dim CPU tensors: every
-    coefficient is computed in Python floats and the update is one linear combination of
+    2: the full Taylor coefficient of (*)).  Levels are Python floats (0-dim CPU tensors and a
+    1-D CPU tensor of past levels are read as floats): every coefficient is computed in Python floats and the update is one linear combination of
     y, D_i, D_{i-1}, D_{i-2} (no per-step scalar tensors).
     """
     s, s_next = float(s), float(s_next)
-    past = past_levels.tolist() if isinstance(past_levels, Tensor) else [float(v) for v in past_levels]
-    h = math.log(s / s_next)
+    past = [float(v) for v in past_levels]
+    h = step_size(s, s_next)
     phi_1 = math.expm1(-h)
     a = s_next / s
-    if order == 1:  # eq. (8): y' = (s'/s) y - phi_1 D_i
+    if order == 1:  # [DPM-Solver++ Eq. 8]: y' = (s'/s) y - phi_1 D_i
         return y * a - phi_1 * d
-    r0 = math.log(past[-1] / s) / h
+    r0 = step_size(past[-1], s) / h  # r_0 = h_{i-1} / h_i
     # D1_0 = (D_i - D_{i-1}) / r0, written as coefficients on (D_i, D_{i-1}, D_{i-2})
     d1_0 = (1 / r0, -1 / r0, 0.0)
-    if order == 2:  # Algorithm 2 (midpoint form): D_i + D1_0 / 2 in place of D_i
+    if order == 2:  # [DPM-Solver++ Alg. 2] (midpoint form): D_i + D1_0 / 2 in place of D_i
         c = [-phi_1 * (e + 0.5 * f) for e, f in zip((1.0, 0.0, 0.0), d1_0)]
     else:
-        r1 = math.log(past[-2] / past[-1]) / h
+        r1 = step_size(past[-2], past[-1]) / h  # r_1 = h_{i-2} / h_i
         d1_1 = (0.0, 1 / r1, -1 / r1)  # (D_{i-1} - D_{i-2}) / r1
         diff = [u - v for u, v in zip(d1_0, d1_1)]
         d1 = [u + (r0 / (r0 + r1)) * v for u, v in zip(d1_0, diff)]
@@ -154,25 +111,24 @@ class _DPMSolverPPMultistep(Solver):
     """Shared step of DPM-Solver++(kM); subclasses fix the maximal order."""
 
     max_order: int = 2
+    d2_weight: float = 1.0
     paper = "DPM-Solver++ (Lu et al. 2022), Algorithm 2 and its third-order multistep extension"
-    nfe_rule = "1 per step"
     default_schedule = "karras"
 
     def __init__(self, lower_order_final: bool | str = True):
-        self.lower_order_final = check_lower_order_final(lower_order_final)
-        self.d2_weight = 1.0
+        self.lower_order_final = check_lower_order_final(lower_order_final, self.owner)
 
     def step(self, state: SolverState, denoise) -> SolverState:
         i, y = state.i, state.y
-        s, s_next = state.at(i), state.at(i + 1)  # Python floats: no tensor operations
+        s, s_next = state.at(i), state.at(i + 1)
         d = denoise(y, s)
         k = multistep_order(i, state.n_steps, self.max_order, self.lower_order_final, s_next == 0)
-        if k == 1:
-            y_next = ddim_update(y, d, s, s_next)  # also the exact limit y_{i+1} = D_i at s = 0
+        if k == 1:  # [DPM-Solver++ Eq. 8], and the exact limit y_{i+1} = D_i at s = 0
+            y_next = ddim_update(y, d, s, s_next)
         else:
             past = [state.at(j) for j in range(max(i - k + 1, 0), i)]
             y_next = dpmpp_multistep_update(y, s, s_next, d, state.history, past, k, self.d2_weight)
-        return state.replace(y=y_next, i=i + 1, history=self.push(state.history, d, self.max_order - 1))
+        return state.replace(y=y_next, i=i + 1, history=self.push(state.history, d, self.max_order - 1), x0=d)
 
 
 @register
@@ -192,20 +148,18 @@ class DPMSolverPP3M(_DPMSolverPPMultistep):
 
     Options: ``lower_order_final`` (bool, default True); ``variant``: ``"taylor"`` (default, the
     full third-order Taylor coefficient) or ``"reference"`` (the coefficients of Lu et al.'s code
-    and diffusers: globally second order).
+    and diffusers: globally second order).  The instance's ``order`` is that of its variant.
     """
 
     name = "dpm++3m"
     aliases = ("dpmpp_3m", "dpm-solver++3m")
-    order = 3  # of the default "taylor" variant; "reference" is second order (module docstring)
+    order = 3  # of the default "taylor" variant (VARIANTS)
     max_order = 3
     paper = "DPM-Solver++ (Lu et al. 2022), multistep third order (reference code / diffusers)"
-    VARIANTS = {"reference": 1.0, "taylor": 2.0}
+    #: variant -> (weight of the - phi_3 D2 term, global order measured on the exact mixtures)
+    VARIANTS = {"reference": (1.0, 2), "taylor": (2.0, 3)}
 
     def __init__(self, lower_order_final: bool | str = True, variant: str = "taylor"):
         super().__init__(lower_order_final)
-        if variant not in self.VARIANTS:
-            raise ValueError(f"unknown dpm++3m variant {variant!r}; accepted: {', '.join(self.VARIANTS)}")
-        self.variant = variant
-        self.d2_weight = self.VARIANTS[variant]
-        self.order = 3 if variant == "taylor" else 2
+        self.variant = check_choice(self.owner, "variant", variant, tuple(self.VARIANTS))
+        self.d2_weight, self.order = self.VARIANTS[variant]

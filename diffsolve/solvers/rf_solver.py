@@ -5,12 +5,12 @@ The paper (Sec. "RF-Solver") expands the exact solution of the flow ODE in flow 
 order:
 
     Z_{t_{i+1}} = Z_{t_i} + (t_{i+1} - t_i) v(Z_{t_i}, t_i)
-                  + 1/2 (t_{i+1} - t_i)^2 v'(Z_{t_i}, t_i) + O(dt^3)                     (T)
+                  + 1/2 (t_{i+1} - t_i)^2 v'(Z_{t_i}, t_i) + O(dt^3)            [RF-Solver (T)]
 
 and estimates the time derivative of the velocity by a finite difference at the half step:
 
     Z_mid = Z_{t_i} + dt/2 v(Z_{t_i}, t_i),   dt = t_{i+1} - t_i,
-    v'    ~ (v(Z_mid, t_i + dt/2) - v(Z_{t_i}, t_i)) / (dt/2).                          (FD)
+    v'    ~ (v(Z_mid, t_i + dt/2) - v(Z_{t_i}, t_i)) / (dt/2).                 [RF-Solver (FD)]
 
 (Substituting v' shows that the step equals the explicit midpoint rule in flow time.)
 
@@ -39,31 +39,32 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import bc, register
+from .base import register
 from .euler import SingleStepSolver
+from .kit import bc, eps_of
 
 __all__ = ["RFSolver2", "rf_solver_2_update", "flow_velocity"]
 
 
-def flow_velocity(y: Tensor, d: Tensor, s: Tensor) -> Tensor:
+def flow_velocity(y: Tensor, d: Tensor, s: float) -> Tensor:
     """The rectified-flow velocity v = eps - x0 at canonical (y, s) with denoised output d."""
-    return (y - d) / bc(s, y) - d
+    return eps_of(y, d, s) - d
 
 
-def rf_solver_2_update(y: Tensor, s: Tensor, s_next: Tensor, denoise) -> Tensor:
-    """One RF-Solver-2 step from s to s_next > 0 (two evaluations)."""
+def rf_solver_2_update(y: Tensor, s: float, s_next: float, d0: Tensor, denoise) -> Tensor:
+    """One RF-Solver-2 step from s to s_next > 0, given d0 = D(y, s) (one more evaluation)."""
     t, t_next = s / (1 + s), s_next / (1 + s_next)  # flow time
     dt = t_next - t
-    z = y / bc(1 + s, y)  # flow state Z = (1 - t) y
-    v = flow_velocity(y, denoise(y, s), s)
+    z = y / (1 + s)  # flow state Z = (1 - t) y
+    v = flow_velocity(y, d0, s)
     t_mid = t + dt / 2
     s_mid = t_mid / (1 - t_mid)
-    z_mid = z + bc(dt / 2, y) * v  # (FD): half an Euler step
-    y_mid = z_mid * bc(1 + s_mid, y)
+    z_mid = z + (dt / 2) * v  # [RF-Solver (FD)]: half an Euler step
+    y_mid = z_mid * (1 + s_mid)
     v_mid = flow_velocity(y_mid, denoise(y_mid, s_mid), s_mid)
-    dv = (v_mid - v) / bc(dt / 2, y)  # (FD): finite-difference time derivative of v
-    z_next = z + bc(dt, y) * v + bc(dt**2 / 2, y) * dv  # (T): second-order Taylor step
-    return z_next * bc(1 + s_next, y)
+    dv = (v_mid - v) / (dt / 2)  # [RF-Solver (FD)]: finite-difference time derivative of v
+    z_next = z + dt * v + (dt**2 / 2) * dv  # [RF-Solver (T)]: second-order Taylor step
+    return z_next * (1 + s_next)
 
 
 @register
@@ -74,9 +75,8 @@ class RFSolver2(SingleStepSolver):
     aliases = ("rf_solver_2",)
     order = 2
     paper = "Taming Rectified Flow for Inversion and Editing (Wang et al. 2024), RF-Solver-2"
-    nfe_rule = "2 per step, 1 for a final step to s=0 (2N-1 for N steps to zero)"
     evals_per_step = 2
     default_schedule = "flow-shift"
 
-    def update(self, y, s, s_next, denoise):
-        return rf_solver_2_update(y, s, s_next, denoise)
+    def update(self, y, s, s_next, d0, denoise):
+        return rf_solver_2_update(y, s, s_next, d0, denoise)

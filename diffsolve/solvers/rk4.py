@@ -11,10 +11,13 @@ inf) is the first-order denoising limit.
 
 from __future__ import annotations
 
-import torch
+from torch import Tensor
 
 from .base import register
 from .euler import SingleStepSolver
+from .kit import level_at, step_size
+
+__all__ = ["RK4"]
 
 
 @register
@@ -22,19 +25,17 @@ class RK4(SingleStepSolver):
     name = "rk4"
     order = 4
     paper = "classic Runge-Kutta (Kutta 1901) in lambda = log-SNR/2 (reference solver)"
-    nfe_rule = "4 per step, 1 for a final step to s=0"
     evals_per_step = 4
     default_schedule = "log-snr"
 
-    def update(self, y, s, s_next, denoise):
-        lam, lam_next = -torch.log(s), -torch.log(s_next)
-        h = lam_next - lam
-        s_mid = torch.exp(-(lam + h / 2))
+    def update(self, y: Tensor, s: float, s_next: float, d0: Tensor, denoise) -> Tensor:
+        h = step_size(s, s_next)
+        s_mid = level_at(s, h, 0.5)
 
-        def f(yy, ss):
+        def f(yy, ss):  # dy/dlambda = D - y
             return denoise(yy, ss) - yy
 
-        k1 = f(y, s)
+        k1 = d0 - y
         k2 = f(y + (h / 2) * k1, s_mid)
         k3 = f(y + (h / 2) * k2, s_mid)
         k4 = f(y + h * k3, s_next)

@@ -57,31 +57,38 @@ Example::
 
 from __future__ import annotations
 
-import torch
+import math
+from typing import Sequence
+
 from torch import Tensor
 
-from .base import Solver, SolverState, bc, register
-from .dpmpp import _h, check_lower_order_final, dpmpp_multistep_update, multistep_order
+from .base import Solver, SolverState, register
+from .dpmpp import dpmpp_multistep_update
+from .kit import check_choice, check_lower_order_final, multistep_order, step_size
 
 __all__ = ["SDEDPMSolverPP2M", "SDEDPMSolverPP3M", "sde_dpmpp_update"]
 
+#: variant -> (weight w of the - phi_3 D2 term, global order of the drift); "diffusers": see below
+VARIANTS = {"reference": (1.0, 2), "taylor": (2.0, 3), "diffusers": (None, 1)}
 
-def sde_dpmpp_update(y: Tensor, s: Tensor, s_next: Tensor, d: Tensor, history: tuple[Tensor, ...],
-                     past_levels: Tensor, order: int, z: Tensor, variant: str = "reference") -> Tensor:
+
+def sde_dpmpp_update(y: Tensor, s: float, s_next: float, d: Tensor, history: tuple[Tensor, ...],
+                     past_levels: Sequence[float], order: int, z: Tensor, variant: str = "reference") -> Tensor:
     """One SDE-DPM-Solver++ multistep update of the given order from s to s_next > 0, eq. (S1)-(S4).
 
     ``history`` holds the denoised outputs at ``past_levels`` (most recent last), ``d`` the one at
     ``s``; ``z`` is the standard normal noise of this step.
     """
-    w = 2.0 if variant == "taylor" else 1.0
-    if variant == "diffusers" and order == 3:  # D2 coefficient -phi_3(2h) - 1 = -w phi_3(2h)
-        H = 2 * _h(s, s_next)
-        phi_3 = (torch.expm1(-H) / H + 1) / H - 0.5
-        w = 1.0 + 1.0 / float(phi_3)
+    h = step_size(s, s_next)
+    w = VARIANTS[variant][0]
+    if w is None:  # "diffusers": the D2 coefficient -phi_3(2h) - 1 = -w phi_3(2h) at order 3
+        H = 2 * h
+        phi_3 = (math.expm1(-H) / H + 1) / H - 0.5
+        w = 1.0 + 1.0 / phi_3 if order == 3 else 1.0
     # the drift of (S1) is DPM-Solver++ on the squared levels (mu = 2 lambda)
-    y_next = dpmpp_multistep_update(y, s * s, s_next * s_next, d, history, past_levels * past_levels, order, w)
-    noise_level = s_next * torch.sqrt(-torch.expm1(-2 * _h(s, s_next)))   # s' sqrt(1 - e^{-2h})
-    return y_next + bc(noise_level, y) * z
+    y_next = dpmpp_multistep_update(y, s * s, s_next * s_next, d, history, [v * v for v in past_levels], order, w)
+    noise_level = s_next * math.sqrt(-math.expm1(-2 * h))   # (S1): s' sqrt(1 - e^{-2h})
+    return y_next + noise_level * z
 
 
 class _SDEDPMSolverPP(Solver):
@@ -89,27 +96,24 @@ class _SDEDPMSolverPP(Solver):
 
     max_order: int = 2
     stochastic = True
-    nfe_rule = "1 per step"
-    VARIANTS = ("reference", "taylor", "diffusers")
 
     def __init__(self, lower_order_final: bool = True, variant: str = "reference"):
-        if variant not in self.VARIANTS:
-            raise ValueError(f"unknown {self.name} variant {variant!r}; accepted: {', '.join(self.VARIANTS)}")
-        self.lower_order_final = check_lower_order_final(lower_order_final)
-        self.variant = variant
+        self.lower_order_final = check_lower_order_final(lower_order_final, self.owner)
+        self.variant = check_choice(self.owner, "variant", variant, tuple(VARIANTS))
 
     def step(self, state: SolverState, denoise) -> SolverState:
-        i, y, sig = state.i, state.y, state.sigmas
-        s, s_next = sig[i], sig[i + 1]
+        i, y, at = state.i, state.y, state.at
+        s, s_next = at(i), at(i + 1)
         d = denoise(y, s)
-        to_zero = bool(s_next == 0)
+        to_zero = s_next == 0
         k = multistep_order(i, state.n_steps, self.max_order, self.lower_order_final, to_zero)
         if to_zero:
             y_next = d  # the deterministic limit of (S2) at s' = 0
         else:
             z = state.noise.normal(step=i, like=y, draw=0)
-            y_next = sde_dpmpp_update(y, s, s_next, d, state.history, sig[max(i - k + 1, 0):i], k, z, self.variant)
-        return state.replace(y=y_next, i=i + 1, history=self.push(state.history, d, self.max_order - 1))
+            past = [at(j) for j in range(max(i - k + 1, 0), i)]
+            y_next = sde_dpmpp_update(y, s, s_next, d, state.history, past, k, z, self.variant)
+        return state.replace(y=y_next, i=i + 1, history=self.push(state.history, d, self.max_order - 1), x0=d)
 
 
 @register
@@ -131,14 +135,14 @@ class SDEDPMSolverPP2M(_SDEDPMSolverPP):
 class SDEDPMSolverPP3M(_SDEDPMSolverPP):
     """SDE-DPM-Solver++(3M), eq. (S4).  Options: ``lower_order_final`` (bool, default True),
     ``variant`` (``"reference"`` default, ``"taylor"``, ``"diffusers"``; see the module docstring).
-    One evaluation per step."""
+    One evaluation per step.  The instance's ``order`` (of the drift) is its variant's (VARIANTS)."""
 
     name = "sde-dpm++3m"
     aliases = ("sde-dpmpp-3m", "sde-dpmsolver++3m")
-    order = 2  # of the drift, default "reference" variant; "taylor": 3
+    order = 2  # of the drift, default "reference" variant (VARIANTS)
     max_order = 3
     paper = "DPM-Solver++ (Lu et al. 2022), SDE variant of the third-order multistep method"
 
     def __init__(self, lower_order_final: bool = True, variant: str = "reference"):
         super().__init__(lower_order_final, variant)
-        self.order = {"reference": 2, "taylor": 3, "diffusers": 1}[variant]
+        self.order = VARIANTS[variant][1]

@@ -75,23 +75,15 @@ from __future__ import annotations
 
 import math
 
-import torch
-from torch import Tensor
-
-from .base import Solver, SolverState, bc, register
+from .base import Solver, SolverState, register
 from .euler import ddim_update
 from .heun import heun_update
+from .kit import bc, check_bool, check_number
 
 __all__ = ["ancestral_levels", "DDIMEta", "DDPM", "EulerAncestral", "EulerMaruyama", "EDMChurn"]
 
 
-def _nonneg(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def ancestral_levels(s: Tensor, s_next: Tensor, eta: float) -> tuple[Tensor, Tensor]:
+def ancestral_levels(s: float, s_next: float, eta: float) -> tuple[float, float]:
     """``(s_down, s_up)`` of eq. (A1): the deterministic target level and the fresh-noise level
     of an ancestral step from ``s`` to ``s_next`` (``s_down^2 + s_up^2 = s_next^2``).
 
@@ -99,15 +91,15 @@ def ancestral_levels(s: Tensor, s_next: Tensor, eta: float) -> tuple[Tensor, Ten
     ``s_next sqrt(1 - eta^2 + eta^2 s_next^2/s^2)`` (no cancellation at eta = 1, where it is
     ``s_next^2 / s``).
 
-    >>> import torch
-    >>> d, u = ancestral_levels(torch.tensor(2.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64), 1.0)
-    >>> float(d), round(float(u) ** 2, 12)
+    >>> d, u = ancestral_levels(2.0, 1.0, 1.0)
+    >>> d, round(u ** 2, 12)
     (0.5, 0.75)
     """
+    s, s_next = float(s), float(s_next)
     r2 = (s_next / s) ** 2
     e2 = eta * eta
-    s_up = s_next * torch.sqrt(torch.clamp(e2 * (1 - r2), max=1.0))
-    s_down = s_next * torch.sqrt(torch.clamp((1 - e2) + e2 * r2, min=0.0))
+    s_up = s_next * math.sqrt(min(e2 * (1 - r2), 1.0))
+    s_down = s_next * math.sqrt(max((1 - e2) + e2 * r2, 0.0))
     return s_down, s_up
 
 
@@ -129,17 +121,17 @@ class DDIMEta(Solver):
     s_noise: float = 1.0
 
     def __init__(self, eta: float = 1.0):
-        self.eta = _nonneg("eta", eta)
+        self.eta = check_number(self.owner, "eta", eta, 0)
 
     def step(self, state: SolverState, denoise) -> SolverState:
         i, y, s, s_next = state.i, state.y, state.s, state.s_next
         d = denoise(y, s)
         s_down, s_up = ancestral_levels(s, s_next, self.eta)
-        y_next = ddim_update(y, d, s, s_down)                       # (A2): deterministic part
-        if self.eta > 0 and self.s_noise > 0 and bool(s_next > 0):  # (A2): fresh noise s_up z
+        y_next = ddim_update(y, d, s, s_down)                  # (A2): deterministic part
+        if self.eta > 0 and self.s_noise > 0 and s_next > 0:   # (A2): fresh noise s_up z
             z = state.noise.normal(step=i, like=y, draw=0)
-            y_next = y_next + bc(s_up * self.s_noise, y) * z
-        return state.replace(y=y_next, i=i + 1)
+            y_next = y_next + (s_up * self.s_noise) * z
+        return state.replace(y=y_next, i=i + 1, x0=d)
 
 
 @register
@@ -170,7 +162,7 @@ class EulerAncestral(DDIMEta):
 
     def __init__(self, eta: float = 1.0, s_noise: float = 1.0):
         super().__init__(eta=eta)
-        self.s_noise = _nonneg("s_noise", s_noise)
+        self.s_noise = check_number(self.owner, "s_noise", s_noise, 0)
 
 
 @register
@@ -190,19 +182,17 @@ class EulerMaruyama(Solver):
     nfe_rule = "1 per step"
 
     def __init__(self, denoise_final: bool = True):
-        if not isinstance(denoise_final, bool):
-            raise ValueError(f"denoise_final must be True or False, got {denoise_final!r}")
-        self.denoise_final = denoise_final
+        self.denoise_final = check_bool(self.owner, "denoise_final", denoise_final)
 
     def step(self, state: SolverState, denoise) -> SolverState:
         i, y, s, s_next = state.i, state.y, state.s, state.s_next
         d = denoise(y, s)
-        if self.denoise_final and bool(s_next == 0):
-            return state.replace(y=d, i=i + 1)  # the denoising limit of the step into s = 0
+        if self.denoise_final and s_next == 0:
+            return state.replace(y=d, i=i + 1, x0=d)  # the denoising limit of the step into s = 0
         z = state.noise.normal(step=i, like=y, draw=0)
-        drift = bc(2 * (s_next - s) / s, y) * (y - d)           # (E2): -g^2 score ds, g^2 = 2 s
-        diffusion = bc(torch.sqrt(2 * s * (s - s_next)), y) * z  # (E2): g sqrt(|ds|) z
-        return state.replace(y=y + drift + diffusion, i=i + 1)
+        drift = (2 * (s_next - s) / s) * (y - d)           # (E2): -g^2 score ds, g^2 = 2 s
+        diffusion = math.sqrt(2 * s * (s - s_next)) * z    # (E2): g sqrt(|ds|) z
+        return state.replace(y=y + drift + diffusion, i=i + 1, x0=d)
 
 
 @register
@@ -223,28 +213,28 @@ class EDMChurn(Solver):
     evals_per_step = 2
 
     def __init__(self, S_churn: float = 40.0, S_tmin: float = 0.05, S_tmax: float = 50.0, S_noise: float = 1.003):
-        self.S_churn = _nonneg("S_churn", S_churn)
-        self.S_tmin = _nonneg("S_tmin", S_tmin)
-        self.S_noise = _nonneg("S_noise", S_noise)
-        if not (isinstance(S_tmax, (int, float)) and not isinstance(S_tmax, bool) and S_tmax >= self.S_tmin):
-            raise ValueError(f"S_tmax must be a number >= S_tmin = {self.S_tmin}, got {S_tmax!r}")
-        self.S_tmax = float(S_tmax)
+        who = self.owner
+        self.S_churn = check_number(who, "S_churn", S_churn, 0)
+        self.S_tmin = check_number(who, "S_tmin", S_tmin, 0)
+        self.S_noise = check_number(who, "S_noise", S_noise, 0)
+        self.S_tmax = check_number(who, "S_tmax", S_tmax, self.S_tmin)  # S_tmax >= S_tmin
 
     def gamma(self, s: float, n_steps: int) -> float:
-        """Alg. 2, line 4: the churn of a step starting at level s on an n_steps grid."""
+        """[EDM Alg. 2 l.4]: the churn of a step starting at level s on an n_steps grid."""
         if self.S_tmin <= s <= self.S_tmax:
             return min(self.S_churn / n_steps, math.sqrt(2.0) - 1.0)
         return 0.0
 
     def step(self, state: SolverState, denoise) -> SolverState:
         i, y, s, s_next = state.i, state.y, state.s, state.s_next
-        gamma = self.gamma(float(s), state.n_steps)
-        s_hat = s * (1.0 + gamma)                                             # line 6
+        gamma = self.gamma(s, state.n_steps)                                  # [EDM Alg. 2 l.4]
+        s_hat = s * (1.0 + gamma)                                             # [EDM Alg. 2 l.6]
         if gamma > 0 and self.S_noise > 0:
-            eps = self.S_noise * state.noise.normal(step=i, like=y, draw=0)   # line 5
-            y = y + bc(s * math.sqrt(gamma * (2.0 + gamma)), y) * eps         # line 7: sqrt(s_hat^2 - s^2)
-        if bool(s_next == 0):
-            y = ddim_update(y, denoise(y, s_hat), s_hat, s_next)              # lines 8, 9 (Euler to 0)
+            eps = self.S_noise * state.noise.normal(step=i, like=y, draw=0)   # [EDM Alg. 2 l.5]
+            y = y + (s * math.sqrt(gamma * (2.0 + gamma))) * eps              # [EDM Alg. 2 l.7]: sqrt(s_hat^2 - s^2)
+        d0 = denoise(y, s_hat)
+        if s_next == 0:
+            y = ddim_update(y, d0, s_hat, s_next)                             # [EDM Alg. 2 l.8-9] (Euler to 0)
         else:
-            y = heun_update(y, s_hat, s_next, denoise)                        # lines 8-11
-        return state.replace(y=y, i=i + 1)
+            y = heun_update(y, s_hat, s_next, d0, denoise)                    # [EDM Alg. 2 l.8-11]
+        return state.replace(y=y, i=i + 1, x0=d0)

@@ -6,7 +6,7 @@ the corrector UniC-p are one update (the paper's "unified analytical form"): fro
 with denoised output D_s, using extra points (s_k, D_k) at relative log-SNR offsets
 r_k = (lambda_k - lambda_s)/h,
 
-    y_next = (s_next/s) y  -  expm1(-h) D_s  +  B(h) sum_k a_k (D_k - D_s) / r_k        (U)
+    y_next = (s_next/s) y  -  expm1(-h) D_s  +  B(h) sum_k a_k (D_k - D_s) / r_k   (U) [UniPC Eq. 8]
 
 with B(h) = h ("bh1") or B(h) = 1 - e^{-h} = -expm1(-h) ("bh2").  Expanding D in lambda
 around lambda_s, (D_k - D_s)/r_k = sum_{n>=1} r_k^{n-1} h^n D^(n)/n!, and the exact integral
@@ -61,50 +61,69 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
-from .base import Solver, SolverState, bc, register
-from .dpmpp import _h, check_lower_order_final, multistep_order
+from .base import Solver, SolverState, register
 from .euler import ddim_update
+from .kit import check_bool, check_int, check_lower_order_final, multistep_order, step_size
 
 __all__ = ["UniPCBh1", "UniPCBh2", "unipc_update", "unipc_coefficients"]
 
+#: B(h) of [UniPC Eq. 8] in data-prediction form
 B_FUNCTIONS = {
     "bh1": lambda h: h,
-    "bh2": lambda h: -torch.expm1(-h),
+    "bh2": lambda h: -math.expm1(-h),
 }
 
 
-def unipc_coefficients(rs: Sequence[Tensor], h: Tensor, B: Tensor) -> Tensor:
-    """Solve the order conditions (R) for the weights a_k of the points at offsets ``rs``."""
+def _solve(A: list[list[float]], b: list[float]) -> list[float]:
+    """Solve the small dense system A a = b (m <= 3) by Gaussian elimination with partial pivoting."""
+    m = len(b)
+    M = [row[:] + [v] for row, v in zip(A, b)]
+    for c in range(m):
+        p = max(range(c, m), key=lambda r: abs(M[r][c]))
+        M[c], M[p] = M[p], M[c]
+        for r in range(c + 1, m):
+            f = M[r][c] / M[c][c]
+            M[r] = [x - f * y for x, y in zip(M[r], M[c])]
+    a = [0.0] * m
+    for r in range(m - 1, -1, -1):
+        a[r] = (M[r][m] - sum(M[r][k] * a[k] for k in range(r + 1, m))) / M[r][r]
+    return a
+
+
+def unipc_coefficients(rs: Sequence[float], h: float, B: float) -> list[float]:
+    """Solve the order conditions (R) for the weights a_k of the points at offsets ``rs``
+    (the paper's R_p(h) a_p = phi_p(h) / B(h), data-prediction form)."""
     m = len(rs)
     if m == 1:
-        return torch.full((1,), 0.5, dtype=h.dtype, device=h.device)  # the paper's a_1 = 1/2
-    c = -torch.expm1(-h)  # c_0
+        return [0.5]  # one unknown: its h -> 0 limit a_1 = 1/2 (authors' code, diffusers)
+    c = -math.expm1(-h)  # c_0
     rhs = []
     for n in range(1, m + 1):
         c = 1 - n * c / h  # (C)
         rhs.append(c / B)
-    r = torch.stack(list(rs))
-    R = torch.stack([r ** (n - 1) for n in range(1, m + 1)])  # row n: r_k^{n-1}
-    return torch.linalg.solve(R, torch.stack(rhs))
+    R = [[r ** (n - 1) for r in rs] for n in range(1, m + 1)]  # row n: r_k^{n-1}
+    return _solve(R, rhs)
 
 
-def unipc_update(y: Tensor, s: Tensor, s_next: Tensor, d: Tensor, points: Sequence[tuple[Tensor, Tensor]],
+def unipc_update(y: Tensor, s: float, s_next: float, d: Tensor, points: Sequence[tuple[float, Tensor]],
                  variant: str) -> Tensor:
-    """The unified update (U) from level s (denoised ``d``) to s_next > 0, with extra points
-    ``(level, denoised)``; no points gives the first-order (DDIM) step."""
-    h = _h(s, s_next)
-    y_next = bc(s_next / s, y) * y - torch.expm1(-h) * d
+    """The unified update (U) [UniPC Eq. 8] from level s (denoised ``d``) to s_next > 0, with extra
+    points ``(level, denoised)``; no points gives the first-order (DDIM) step.  Levels are
+    Python floats (0-dim CPU tensors are read as floats)."""
+    s, s_next = float(s), float(s_next)
     if not points:
-        return y_next
-    rs = [_h(s, lev) / h for lev, _ in points]
+        return ddim_update(y, d, s, s_next)
+    h = step_size(s, s_next)
+    rs = [step_size(s, float(lev)) / h for lev, _ in points]
     B = B_FUNCTIONS[variant](h)
     a = unipc_coefficients(rs, h, B)
-    corr = sum(a[k] * (dk - d) / rs[k] for k, (_, dk) in enumerate(points))
+    y_next = (s_next / s) * y - math.expm1(-h) * d
+    corr = sum((a[k] / rs[k]) * (dk - d) for k, (_, dk) in enumerate(points))
     return y_next + B * corr
 
 
@@ -116,35 +135,32 @@ class _UniPC(Solver):
     ORDERS = (1, 2, 3)
 
     def __init__(self, order: int = 2, corrector: bool = True, lower_order_final: bool = True):
-        if isinstance(order, bool) or not isinstance(order, int) or order not in self.ORDERS:
-            raise ValueError(f"{self.name} order must be one of {', '.join(map(str, self.ORDERS))}, got {order!r}")
-        if not isinstance(corrector, bool):
-            raise ValueError(f"corrector must be True or False, got {corrector!r}")
-        self.max_order, self.corrector = order, corrector
-        self.lower_order_final = check_lower_order_final(lower_order_final)
-        #: order of accuracy: UniC raises UniP-p to p + 1
-        self.order = order + 1 if corrector else order
+        self.max_order = check_int(self.owner, "order", order, self.ORDERS)
+        self.corrector = check_bool(self.owner, "corrector", corrector)
+        self.lower_order_final = check_lower_order_final(lower_order_final, self.owner)
+        #: order of accuracy of this configuration: UniC-p raises UniP-p to p + 1 (class: default p = 2)
+        self.order = self.max_order + 1 if corrector else self.max_order
 
     def _order(self, i: int, n: int, to_zero: bool) -> int:
         return multistep_order(i, n, self.max_order, self.lower_order_final, to_zero, below=None)
 
     def step(self, state: SolverState, denoise) -> SolverState:
-        i, y, sig, hist = state.i, state.y, state.sigmas, state.history
-        s, s_next = sig[i], sig[i + 1]
+        i, y, hist, at = state.i, state.y, state.history, state.at
+        s, s_next = at(i), at(i + 1)
         d = denoise(y, s)
         if self.corrector and i > 0:
             # UniC-p on the previous step s_{i-1} -> s_i, p the order of that step's predictor
             p = self._order(i - 1, state.n_steps, False)
-            pts = [(sig[i - 1 - k], hist[-1 - k]) for k in range(1, p)] + [(s, d)]
-            y = unipc_update(state.extra["unipc_y"], sig[i - 1], s, hist[-1], pts, self.variant)
-        k = self._order(i, state.n_steps, bool(s_next == 0))
+            pts = [(at(i - 1 - k), hist[-1 - k]) for k in range(1, p)] + [(s, d)]
+            y = unipc_update(state.extra["unipc_y"], at(i - 1), s, hist[-1], pts, self.variant)
+        k = self._order(i, state.n_steps, s_next == 0)
         if k == 1:
             y_next = ddim_update(y, d, s, s_next)  # UniP-1, and the exact limit y = D at s = 0
         else:
-            pts = [(sig[i - j], hist[-j]) for j in range(1, k)]  # UniP-k
+            pts = [(at(i - j), hist[-j]) for j in range(1, k)]  # UniP-k
             y_next = unipc_update(y, s, s_next, d, pts, self.variant)
         extra = {**state.extra, "unipc_y": y} if self.corrector else state.extra
-        return state.replace(y=y_next, i=i + 1, history=self.push(hist, d, self.max_order), extra=extra)
+        return state.replace(y=y_next, i=i + 1, history=self.push(hist, d, self.max_order), extra=extra, x0=d)
 
 
 @register
