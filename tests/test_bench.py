@@ -12,8 +12,8 @@ import torch
 import diffsolve
 from diffsolve.bench.peers import PEERS, load_k_diffusion_sampling, run_peer
 from diffsolve.bench.report import write_report
-from diffsolve.bench.sweep import (FLOOR, REFERENCE, Interrupted, SweepSpec, default_methods, make_cells,
-                                   read_rows, run_sweep)
+from diffsolve.bench import (FLOOR, REFERENCE, Interrupted, SweepSpec, default_methods, make_cells, read_rows,
+                             run_sweep)
 from diffsolve.models.gmm import builtin
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -181,7 +181,7 @@ def test_trained_model_peer_runs_the_models_own_prediction_type():
     if not _lib_ok("k-diffusion"):
         pytest.skip("k-diffusion is not installed")
     from diffsolve.bench.peers import applicable
-    from diffsolve.bench.sweep import _cond_for, _BoundNet, _model
+    from diffsolve.bench.networks import BoundNet as _BoundNet, cond_for as _cond_for, model_network as _model
 
     m, net, path, pred, exact = _model("mnist", "ddpm-linear", "eps")
     assert (pred, exact) == ("edm", False)
@@ -204,3 +204,20 @@ def test_trained_model_sweep_reports_a_trained_network(tmp_path):
     assert st["diffusers:DPMSolverMultistep(order=2)"] == ("ok" if _lib_ok("diffusers") else "skipped")
     md, _ = write_report([str(tmp_path / "d.csv")], str(tmp_path / "d"), command="diffsolve bench ...")
     assert "trained `eps`-prediction network" in open(md).read()
+
+
+def test_resume_removes_orphans_of_a_killed_atomic_write(tmp_path):
+    """A kill during the store's atomic rewrite leaves ``.tmp-*`` beside the CSV; the next run
+    removes it (but not a fresh one, which may belong to a sweep writing there right now)."""
+    import time
+
+    from diffsolve.bench.store import ORPHAN_AGE_S, open_store
+
+    orphan, fresh, other = tmp_path / ".tmp-abcd1234.csv", tmp_path / ".tmp-wxyz5678.csv", tmp_path / "notes.csv"
+    for p in (orphan, fresh, other):
+        p.write_text("half a file")
+    old = time.time() - 2 * ORPHAN_AGE_S
+    os.utime(orphan, (old, old))
+    os.utime(other, (old, old))
+    assert open_store(str(tmp_path / "s.csv")) == set()
+    assert not orphan.exists() and fresh.exists() and other.exists()

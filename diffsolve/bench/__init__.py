@@ -1,11 +1,20 @@
 """Benchmarks: our solvers and the peers' (diffusers, k-diffusion, torchdiffeq) on the same network,
 from the same noise, with the NFE counted at the network.
 
-* :mod:`~diffsolve.bench.sweep`: resumable sweeps (cells -> CSV), optional Ray fan-out;
-* :mod:`~diffsolve.bench.peers`: the peers' adapters;
-* :mod:`~diffsolve.bench.report`: Markdown tables and the log-log plot;
-* :mod:`~diffsolve.bench.overhead`: loop overhead per step against diffusers;
-* ``diffsolve bench`` on the command line (:mod:`~diffsolve.bench.cli`).
+A sweep, in the order its spec travels through the modules:
+
+* :mod:`~diffsolve.bench.spec`: :class:`SweepSpec` (what to run) and its defaults, checked when built;
+* :mod:`~diffsolve.bench.methods`: method keys (``diffsolve:SOLVER[SCHEDULE]{opts}``, peers,
+  reference and floor rows), the default methods, which budgets a method can honour;
+* :mod:`~diffsolve.bench.cells`: the spec expanded into cells (model, method, budget, seed);
+* :mod:`~diffsolve.bench.networks`: the network of a model name, its conditioning bound;
+* :mod:`~diffsolve.bench.measure`: one (model, seed)'s noise and reference, one cell measured;
+* :mod:`~diffsolve.bench.store`: the resumable CSV (append, repair, canonical order);
+* :mod:`~diffsolve.bench.run`: :func:`run_sweep`, serial or over Ray workers.
+
+Beside it: :mod:`~diffsolve.bench.peers` (the peers' adapters), :mod:`~diffsolve.bench.report`
+(Markdown tables and the log-log plot), :mod:`~diffsolve.bench.overhead` (loop overhead per step
+against diffusers). ``diffsolve bench`` on the command line is :mod:`diffsolve.cli.bench`.
 
 Example::
 
@@ -20,9 +29,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .sweep import SweepSpec, default_methods, make_cells, read_rows, run_sweep
+from .cells import Cell, make_cells
+from .methods import FLOOR, REFERENCE, default_methods, parse_method
+from .report import write_report
+from .run import Interrupted, run_sweep
+from .spec import SweepSpec
+from .store import read_rows
 
-__all__ = ["bench", "SweepSpec", "default_methods", "make_cells", "read_rows", "run_sweep"]
+__all__ = ["bench", "SweepSpec", "Cell", "default_methods", "parse_method", "make_cells", "read_rows", "run_sweep",
+           "write_report", "Interrupted", "REFERENCE", "FLOOR"]
 
 
 def bench(prefix: str, *, models: Sequence[str] = ("gmm-2d", "gmm-64", "gmm-3072"),
@@ -37,7 +52,5 @@ def bench(prefix: str, *, models: Sequence[str] = ("gmm-2d", "gmm-64", "gmm-3072
     s = SweepSpec(models=tuple(models), methods=tuple(methods or default_methods()), **spec)
     rows = run_sweep(s, prefix + ".csv", ray=ray)
     if report:
-        from .report import write_report
-
         write_report([prefix + ".csv"], prefix)
     return rows

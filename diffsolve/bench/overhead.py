@@ -32,6 +32,9 @@ from typing import Sequence
 
 import torch
 
+from ..denoisers import from_network
+from ..sample import sample
+
 __all__ = ["TinyNet", "measure_overhead", "format_overhead"]
 
 #: CPU time of the calling thread: on a shared machine, time stolen by other processes is not
@@ -64,12 +67,10 @@ class TinyNet(torch.nn.Module):
 
 
 def _ours(net: TinyNet, den, noise: torch.Tensor, steps: int) -> tuple[float, float]:
-    import diffsolve
-
     net.seconds, net.calls = 0.0, 0
     t0 = _clock()
     with torch.no_grad():
-        res = diffsolve.sample(den, noise, solver="dpm++2m", nfe=steps, schedule="time-linspace")
+        res = sample(den, noise, solver="dpm++2m", nfe=steps, schedule="time-linspace")
     total = _clock() - t0
     assert res.nfe == net.calls == steps
     return total, net.seconds
@@ -99,10 +100,8 @@ def measure_overhead(batch_sizes: Sequence[int] = (1, 64), steps: int = 20, repe
 
     if threads is not None:
         torch.set_num_threads(threads)
-    import diffsolve
-
     net = TinyNet()
-    den = diffsolve.from_network(net, "ddpm-linear", "eps")  # built once, as the scheduler is
+    den = from_network(net, "ddpm-linear", "eps")  # built once, as the scheduler is
     sched = DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                                         solver_order=2, algorithm_type="dpmsolver++",
                                         timestep_spacing="linspace")

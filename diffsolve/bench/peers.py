@@ -41,6 +41,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ..denoisers import from_network
+
 __all__ = ["CountingNet", "Peer", "PEERS", "available", "applicable", "run_peer", "load_k_diffusion_sampling", "peer_feasible"]
 
 F64 = torch.float64
@@ -376,8 +378,6 @@ def run_peer(key: str, net: Callable[..., Tensor], path, y0: Tensor, budget, see
              prediction: str = "eps") -> tuple[Tensor, int]:
     """Run one peer from ``y0`` on ``net`` (a ``prediction`` network on ``path``); returns
     (samples, NFE counted at the network)."""
-    from ..denoisers import from_network
-
     if key not in PEERS:
         raise ValueError(f"unknown peer {key!r}; accepted: {', '.join(PEERS)}")
     why = applicable(key, path, prediction)

@@ -26,6 +26,9 @@ import os
 from collections import defaultdict
 from typing import Iterable, Sequence
 
+from ..io import atomic_write, atomic_write_text
+from .store import read_rows
+
 __all__ = ["write_report", "render_markdown", "plot_errors", "load_rows", "aggregate", "fmt_err"]
 
 #: NFEs shown in the distribution-metric table
@@ -54,8 +57,6 @@ def _f(s: str) -> float | None:
 
 
 def load_rows(csvs: Iterable[str]) -> list[dict[str, str]]:
-    from .sweep import read_rows
-
     rows = []
     for c in csvs:
         rows.extend(read_rows(c))
@@ -265,12 +266,11 @@ def render_markdown(rows: list[dict[str, str]], command: str | None = None, png:
 def plot_errors(summary: dict, png: str) -> None:
     """Per model: left, each of our solvers at its best schedule; right, each peer configuration;
     both with the envelope of our best and the reference's own error."""
-    import matplotlib
+    import matplotlib  # here, not at the top: the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..io import atomic_write
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     models = list(summary)
     fig, axes = plt.subplots(len(models), 2, figsize=(13, 4.2 * len(models)), squeeze=False)
@@ -309,8 +309,6 @@ def plot_errors(summary: dict, png: str) -> None:
             ax.set_yscale("log")
             all_n = sorted({n for pts in series.values() for n in pts} | {n for n, _ in env})
             if all_n:
-                from matplotlib.ticker import NullFormatter, ScalarFormatter
-
                 ax.set_xticks(all_n)
                 ax.xaxis.set_major_formatter(ScalarFormatter())
                 ax.xaxis.set_minor_formatter(NullFormatter())
@@ -328,8 +326,6 @@ def plot_errors(summary: dict, png: str) -> None:
 
 def write_report(csvs: Sequence[str], prefix: str, command: str | None = None) -> tuple[str, str]:
     """Write PREFIX.md and PREFIX.png from sweep CSVs; returns their paths."""
-    from ..io import atomic_write_text
-
     rows = load_rows(csvs)
     if not rows:
         raise ValueError(f"no rows in {', '.join(csvs)}")

@@ -1,0 +1,84 @@
+"""What a sweep runs: :class:`SweepSpec`, its defaults, and the checks it passes when built.
+
+A sweep is models x methods x budgets x seeds. Methods are named by keys (see
+:mod:`~diffsolve.bench.methods`); the spec is expanded into cells by
+:func:`~diffsolve.bench.cells.make_cells` and run by :func:`~diffsolve.bench.run.run_sweep`.
+
+    >>> from diffsolve.bench.spec import SweepSpec
+    >>> SweepSpec(models=("gmm-2d",), nfes=(4, 8)).batch
+    64
+    >>> SweepSpec(models=("gmm-2d",), nfes=(0, 8))
+    Traceback (most recent call last):
+    ...
+    ValueError: SweepSpec nfes must be integers >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..denoisers import PREDICTIONS
+from ..paths import PATHS
+
+__all__ = ["SweepSpec", "DEFAULT_NFES", "DEFAULT_SCHEDULES", "DEFAULT_RTOLS", "DEFAULT_MODELS"]
+
+DEFAULT_MODELS = ("gmm-2d", "gmm-64", "gmm-3072")
+DEFAULT_NFES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 50)
+DEFAULT_SCHEDULES = ("log-snr", "karras", "time-linspace", "time-quadratic", "time")
+DEFAULT_RTOLS = (0.1, 0.03, 0.01, 0.003, 0.001)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What to sweep. ``methods`` are method keys (:mod:`~diffsolve.bench.methods`); ``nfes`` the
+    budgets of fixed-budget methods, ``rtols`` the tolerances of adaptive ones; ``seeds`` give each
+    (model, seed) its own starting noise for ``batch`` samples; the reference is RK4 with
+    ``ref_steps`` steps, cross-checked by dopri5 at ``ref_rtol``; ``n_proj`` projections for the
+    sliced W2 distance. Bad values are refused when the spec is built."""
+
+    models: Sequence[str] = DEFAULT_MODELS
+    methods: Sequence[str] = ()
+    nfes: Sequence[int] = DEFAULT_NFES
+    rtols: Sequence[float] = DEFAULT_RTOLS
+    seeds: Sequence[int] = (0, 1)
+    batch: int = 64
+    path: str = "ddpm-linear"
+    prediction: str = "eps"
+    ref_steps: int = 300
+    ref_rtol: float = 1e-8
+    n_proj: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.models, str) or not self.models or not all(isinstance(m, str) for m in self.models):
+            raise ValueError(f"SweepSpec models must be a non-empty sequence of model names, got {self.models!r}")
+        if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
+            raise ValueError(f"SweepSpec methods must be a sequence of method keys, got {self.methods!r}")
+        _check_ints("nfes", self.nfes, 1)
+        _check_ints("seeds", self.seeds, 0)
+        for name in ("batch", "ref_steps", "n_proj"):
+            _check_ints(name, (getattr(self, name),), 1)
+        _check_positive("rtols", self.rtols)
+        _check_positive("ref_rtol", (self.ref_rtol,))
+        if self.path not in PATHS:
+            raise ValueError(f"SweepSpec path {self.path!r} is unknown; accepted: {', '.join(PATHS)}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"SweepSpec prediction {self.prediction!r} is unknown; accepted: {', '.join(PREDICTIONS)}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_ints(name: str, values: Sequence[Any], minimum: int) -> None:
+    bad = [v for v in values if not _is_int(v) or v < minimum]
+    if bad or isinstance(values, str):
+        raise ValueError(f"SweepSpec {name} must be integers >= {minimum}, got {bad[0] if bad else values!r}")
+
+
+def _check_positive(name: str, values: Sequence[Any]) -> None:
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0]
+    if bad:
+        raise ValueError(f"SweepSpec {name} must be finite numbers > 0, got {bad[0]!r}")

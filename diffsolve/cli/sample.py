@@ -1,0 +1,191 @@
+"""``diffsolve sample`` (sample a model, write a picture, print quality numbers) and
+``diffsolve solvers`` (the solver table)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, TextIO
+
+import torch
+from torch import Tensor
+
+from .. import data
+from ..guidance import CFG
+from ..io import atomic_save_tensor
+from ..metrics import compare_to_exact, image_quality
+from ..models import load_model
+from ..models.gmm import GaussianMixture
+from ..plots import save_samples
+from ..sample import sample
+from ..solvers import SOLVERS, NFEError, NoiseSource, get_solver, list_solvers
+from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, finite_float, model_name, nfe_arg, nonneg_float,
+                   nonneg_int, output_file, path_name, positive_float, positive_int, schedule_name, seed_arg,
+                   solver_name)
+
+__all__ = ["add_parsers", "cmd_sample", "cmd_solvers", "quality_lines", "cli_nfe_hint"]
+
+DEFAULT_NFE = 10
+
+
+def _print_table(rows: list[dict], cols: list[str], file: TextIO = sys.stdout) -> None:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols), file=file)
+    print("  ".join("-" * widths[c] for c in cols), file=file)
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols), file=file)
+
+
+def cmd_solvers(args: argparse.Namespace) -> int:
+    _print_table(list_solvers(), ["name", "order", "stochastic", "nfe", "aliases", "paper"])
+    return 0
+
+
+def quality_lines(model: Any, x: Tensor, labels: Tensor | None) -> list[str]:
+    """What the shipped metrics say of samples ``x`` of ``model``: distribution distances against
+    exact samples for an exact mixture, the MNIST metrics (docs/metrics.md) for 28x28 grey
+    images, nothing for other models. Too few samples for a metric: a line saying so."""
+    if isinstance(model, GaussianMixture):
+        try:
+            r = compare_to_exact(model, x.to(torch.float64))
+        except ValueError as e:  # e.g. one sample: the unbiased MMD needs two
+            return [f"distances to exact samples not computed: {e}"]
+        return [f"against {r['n']} exact samples (floor: two exact sets of that size):",
+                f"  sliced W2 {r['sliced_w2']:.4g} (floor {r['sliced_w2_floor']:.4g}), "
+                f"MMD^2 {r['mmd']:.3g} (floor {r['mmd_floor']:.3g}), "
+                f"mode-weight TV {r['mode_tv']:.3g} (expected {r['mode_tv_floor']:.3g})"]
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        return []
+    why = data.mnist_missing()  # precision/recall read the MNIST test images; FD and accuracy do not
+    try:
+        q = image_quality(x, labels, knn=why is None)
+    except ValueError as e:  # e.g. one image: no Frechet distance
+        return [f"quality not computed: {e}"]
+    if why or "precision" not in q:
+        pr = f"  precision/recall not computed: {why or 'they need more than 5 samples'}"
+    else:
+        pr = (f"  k-NN precision {q['precision']:.3f}, recall {q['recall']:.3f}, "
+              f"density {q['density']:.3f}, coverage {q['coverage']:.3f}")
+    out = ["quality (the shipped MNIST CNN; docs/metrics.md):"]
+    if "class_accuracy" in q:
+        out.append(f"  class accuracy {100 * q['class_accuracy']:.1f}% (classified as the requested label)")
+    out.append(f"  Frechet distance {q['fd']:.2f} to MNIST test; {q['n']} real training images score "
+               f"{q['fd_floor']:.2f} (ratio {q['fd_ratio']:.2f}; FD is biased upward at small n)")
+    return out + [pr]
+
+
+def cli_nfe_hint(message: str) -> str:
+    """A library NFE message with its Python hint (``nfe=None``) said as the flag (``--nfe none``).
+
+    >>> cli_nfe_hint("adaptive: pass nfe=None with a schedule name")
+    'adaptive: use --nfe none with a schedule name'
+    """
+    return message.replace("pass nfe=None", "use --nfe none").replace("nfe=None", "--nfe none")
+
+
+def _nfe_and_tolerances(args: argparse.Namespace) -> tuple[int | None, dict[str, float]]:
+    """The NFE to pass to ``sample`` and the solver's tolerance options, checked against the
+    solver: adaptive solvers take ``--nfe none`` and ``--rtol/--atol``, the others an NFE."""
+    cls = type(get_solver(args.solver))
+    tolerances = {k: getattr(args, k) for k in ("rtol", "atol") if getattr(args, k) is not None}
+    given = "nfe" in vars(args)
+    if getattr(cls, "adaptive", False):
+        if given and args.nfe is not None:
+            raise UsageError(f"argument --nfe: solver {cls.name!r} is adaptive: its NFE follows from --rtol/--atol; "
+                             "use --nfe none")
+        return None, tolerances
+    if tolerances:
+        adaptive = ", ".join(n for n, c in sorted(SOLVERS.items()) if getattr(c, "adaptive", False))
+        raise UsageError(f"argument --{next(iter(tolerances))}: solver {cls.name!r} is not adaptive (it spends "
+                         f"exactly --nfe calls); --rtol/--atol apply to the adaptive solvers: {adaptive}")
+    if given and args.nfe is None:
+        raise UsageError(f"argument --nfe: 'none' is for adaptive solvers; solver {cls.name!r} needs a positive integer")
+    return (args.nfe if given else DEFAULT_NFE), {}
+
+
+def _labels(args: argparse.Namespace, model: Any) -> Tensor | None:
+    """The ``--label`` values cycled over ``--num`` samples, checked against the model's classes."""
+    if args.label is None:
+        return None
+    k = int(getattr(model, "num_classes", 0) or 0)
+    if not k:
+        raise UsageError(f"argument --label: model {args.model!r} is unconditional (it has no classes)")
+    bad = [v for v in args.label if v >= k]
+    if bad:
+        raise UsageError(f"argument --label: {bad[0]} is out of range; model {args.model!r} has classes 0..{k - 1}")
+    return torch.tensor([args.label[i % len(args.label)] for i in range(args.num)])
+
+
+def _guided(args: argparse.Namespace, model: Any, labels: Tensor | None) -> tuple[Any, str]:
+    """The denoiser to sample (the model, or CFG around it) and the words describing it."""
+    if args.guidance == 1.0 and args.guidance_interval is None:
+        return model, ""
+    if labels is None:
+        raise UsageError("--guidance needs --label (classifier-free guidance steers towards the labels)")
+    lo, hi = args.guidance_interval or (0.0, float("inf"))
+    if lo >= hi:
+        raise UsageError(f"argument --guidance-interval: S_LO {lo:g} must be below S_HI {hi:g}")
+    words = f", guidance {args.guidance:g}" + (f" on s in [{lo:g}, {hi:g}]" if args.guidance_interval else "")
+    return CFG(model, scale=args.guidance, interval=(lo, hi)), words
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    nfe, tolerances = _nfe_and_tolerances(args)
+    model = load_model(args.model)
+    labels = _labels(args, model)
+    den, guided = _guided(args, model, labels)
+    seeds = list(range(args.seed, args.seed + args.num))
+    noise = NoiseSource.initial(seeds, tuple(model.shape))
+    cond = {"labels": labels} if labels is not None else {}
+    try:
+        res = sample(den, noise, solver=args.solver, nfe=nfe, schedule=args.schedule, seeds=seeds, cond=cond,
+                     progress=not args.quiet, **({"path": args.path} if args.path else {}), **tolerances)
+    except NFEError as e:
+        raise NFEError(cli_nfe_hint(str(e))) from None
+    x = res.samples.float()
+    if args.out:
+        nrow = len(args.label) if args.label and 4 <= len(args.label) <= 16 and args.num % len(args.label) == 0 else None
+        save_samples(x, args.out, nrow=nrow,
+                     title=f"{args.model}: {res.solver}, {res.nfe} NFE, {args.schedule}{guided}")
+    if args.save_tensor:
+        atomic_save_tensor(x, args.save_tensor)
+    print(f"{args.num} sample{'s' if args.num != 1 else ''} from {args.model} with {res.solver}: {res.nfe} NFE{guided}, "
+          f"noise levels {float(res.sigmas[0]):.4g} -> {float(res.sigmas[-1]):.4g}"
+          + (f"; wrote {os.path.abspath(args.out)}" if args.out else ""))
+    if args.metrics:
+        for line in quality_lines(model, x, labels):
+            print(line)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("solvers", help="list every solver with its order, NFE rule and paper")
+    p.set_defaults(func=cmd_solvers)
+
+    p = sub.add_parser("sample", help="sample a model and write a picture")
+    p.add_argument("--model", default="gmm-2d", type=model_name,
+                   help="an exact mixture (gmm-2d, gmm-64, gmm-3072), a shipped model or a checkpoint path")
+    p.add_argument("--solver", default="dpm++2m", type=solver_name, help="a name from 'diffsolve solvers'")
+    p.add_argument("--nfe", type=nfe_arg, default=argparse.SUPPRESS,
+                   help=f"network evaluations (default {DEFAULT_NFE}); 'none' for adaptive solvers (dpm-solver-12/-23)")
+    p.add_argument("--rtol", type=positive_float, default=None, help="relative tolerance of an adaptive solver")
+    p.add_argument("--atol", type=positive_float, default=None, help="absolute tolerance of an adaptive solver")
+    p.add_argument("--schedule", default="karras", type=schedule_name)
+    p.add_argument("--path", default=None, type=path_name,
+                   help="path whose noise range the schedule spans (default: the model's)")
+    p.add_argument("--num", type=positive_int, default=1000, help="number of samples")
+    p.add_argument("--seed", type=seed_arg, default=0, help="first per-sample seed")
+    p.add_argument("--label", type=nonneg_int, nargs="+", default=None, help="class labels (cycled) for conditional models")
+    p.add_argument("--guidance", type=finite_float, default=1.0,
+                   help="classifier-free guidance scale (1 = the conditional model; needs --label)")
+    p.add_argument("--guidance-interval", type=nonneg_float, nargs=2, default=None, metavar=("S_LO", "S_HI"),
+                   help="guide only at canonical noise levels in [S_LO, S_HI] (Kynkaanniemi et al. 2024)")
+    p.add_argument("--no-metrics", dest="metrics", action="store_false",
+                   help="do not print the quality numbers (exact mixtures: distances to exact samples; "
+                        "MNIST-shaped models: class accuracy, FD, precision/recall)")
+    p.add_argument("--out", default="samples.png", type=output_file(IMAGE_EXTENSIONS, allow_empty=True),
+                   help="picture to write (scatter for 2-D, grid for images); '' writes none")
+    p.add_argument("--save-tensor", default=None, type=output_file((".pt", ".pth")), help="also save the samples (.pt)")
+    add_quiet(p, "no progress bar")
+    p.set_defaults(func=cmd_sample)

@@ -1,0 +1,41 @@
+"""Export a training run's EMA checkpoint to the shipped weights (``diffsolve train --export``).
+
+    >>> from diffsolve.train.export import export_run
+    >>> export_run("runs/digits", "digits", preset="digits")   # doctest: +SKIP
+    '.../diffsolve/models/weights/digits.json'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from safetensors.torch import load_file
+
+from ..models.checkpoint import WEIGHTS_DIR, save
+
+__all__ = ["export_run", "EXPORT_DTYPES"]
+
+EXPORT_DTYPES = ("float16", "float32")
+
+
+def export_run(out_dir: str, name: str, dtype: str = "float16", preset: str | None = None) -> str:
+    """Copy the EMA checkpoint of the run in ``out_dir`` to the shipped weights as ``name``
+    (weights stored as ``dtype``); with ``preset`` (a run that followed the preset unchanged but
+    for its steps), record the command that reproduces it. Returns the written JSON's path."""
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"export dtype {dtype!r} is not supported; accepted: {', '.join(EXPORT_DTYPES)}")
+    meta_path = os.path.join(out_dir, "model.json")
+    if not os.path.exists(meta_path):
+        raise FileNotFoundError(f"no checkpoint to export: {meta_path} not found")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    sd = load_file(os.path.join(out_dir, "model.safetensors"))
+    meta = {k: v for k, v in meta.items() if k not in ("weights", "weights_dtype", "format")}
+    meta["name"] = name
+    tr = meta.setdefault("training", {})
+    if preset is not None:
+        # runs are deterministic and resume bit for bit, so this reproduces the exported EMA weights
+        tr["reproduce"] = f"diffsolve train --preset {preset} --steps {tr.get('steps')} --export"
+    return save(os.path.join(WEIGHTS_DIR, name), sd, meta, getattr(torch, dtype))
