@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any, TextIO
 
@@ -76,12 +77,14 @@ def quality_lines(model: Any, x: Tensor, labels: Tensor | None) -> list[str]:
 
 
 def cli_nfe_hint(message: str) -> str:
-    """A library NFE message with its Python hint (``nfe=None``) said as the flag (``--nfe none``).
+    """A library NFE message said in flags: its Python hint ``nfe=None`` becomes ``--nfe none``
+    and ``nfe=N`` becomes ``--nfe N``.
 
-    >>> cli_nfe_hint("adaptive: pass nfe=None with a schedule name")
-    'adaptive: use --nfe none with a schedule name'
+    >>> cli_nfe_hint("solver 'x' cannot use nfe=7; pass nfe=None with a schedule name")
+    "solver 'x' cannot use --nfe 7; use --nfe none with a schedule name"
     """
-    return message.replace("pass nfe=None", "use --nfe none").replace("nfe=None", "--nfe none")
+    message = message.replace("pass nfe=None", "use --nfe none").replace("nfe=None", "--nfe none")
+    return re.sub(r"\bnfe=(\S)", r"--nfe \1", message)
 
 
 def _nfe_and_tolerances(args: argparse.Namespace) -> tuple[int | None, dict[str, float]]:
