@@ -257,8 +257,15 @@ class DiscreteVPPath(_VPPath):
         t = _t(t).to(torch.float64)
         tab = self._log_alpha_table
         n = tab.numel()
-        k = t.clamp(0, n - 1).floor().clamp(max=n - 2).long()
+        tc = t.clamp(0, n - 1)
+        k = tc.floor().clamp(max=n - 2).long()
         slope = tab[k + 1] - tab[k]
+        # at a table entry whose right-hand segment ends at alpha = 0 (zero terminal SNR: log
+        # alpha = -inf at the last entry) the right slope is -inf; t_max is that entry, so the
+        # derivative there is the left one (the segment inside the trained range)
+        left = (tc == k) & (k > 0) & ~torch.isfinite(slope)
+        if bool(left.any()):
+            slope = torch.where(left, tab[k] - tab[(k - 1).clamp(min=0)], slope)
         return self.alpha(t) * slope
 
     def t_of_log_alpha(self, la):

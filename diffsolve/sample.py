@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Sequence
@@ -20,40 +21,17 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .denoisers import Denoiser, as_denoiser, expand_s
+from .counting import CountingDenoiser, NonFiniteError
+from .denoisers import Denoiser, as_denoiser
+from .hooks import Hook, StepContext, apply_hooks
+from .noise import NoiseSource
 from .paths import Path, get_path
 from .schedules import FINALS, make_schedule, validate_schedule
-from .solvers.base import NoiseSource, Solver, SolverState, get_solver
+from .solvers.base import Solver, SolverState, StabilityWarning, get_solver
+from .checks import check_bool, check_number
+from .validate import check_cond, check_dtype, check_hooks, check_nfe, check_seeds, check_state_tensor
 
-__all__ = ["sample", "SampleResult", "Hook", "CountingDenoiser", "run_solver"]
-
-Hook = Callable[[SolverState], "SolverState | None"]
-
-
-class CountingDenoiser:
-    """Counts calls (one call = one network evaluation of the whole batch) and checks inputs."""
-
-    def __init__(self, inner: Denoiser, cond: dict[str, Any]):
-        self.inner, self.cond, self.calls = inner, cond, 0
-        self.levels: list[Tensor | float] = []
-
-    def __call__(self, y: Tensor, s: Tensor | float) -> Tensor:
-        self.calls += 1
-        # a Python float is one level for the whole batch (what grid solvers pass): it goes to the
-        # denoiser as it is (Denoiser.__call__ expands it; network adapters use cached constants)
-        if isinstance(s, Tensor) and s.ndim == 0 and s.device.type == "cpu":
-            s = float(s)  # a 0-dim grid level: one Python float (no tensor work downstream)
-        elif not isinstance(s, float):
-            s = expand_s(s, y)
-        self.levels.append(s)  # gathered once at the end (not one tensor operation per call)
-        out = self.inner(y, s, **self.cond)
-        if out.shape != y.shape:
-            raise ValueError(f"denoiser returned shape {tuple(out.shape)} for input {tuple(y.shape)}")
-        return out
-
-    def eval_levels(self) -> Tensor:
-        """The level of every call (the first row's, for per-row levels), float64 on the CPU."""
-        return torch.tensor([v if isinstance(v, float) else float(v[0]) for v in self.levels], dtype=torch.float64)
+__all__ = ["sample", "SampleResult", "Hook", "StepContext", "CountingDenoiser", "NonFiniteError", "run_solver"]
 
 
 @dataclass
@@ -61,7 +39,7 @@ class SampleResult:
     """What a sampling run produced and did.
 
     samples: the final states (canonical space; at s = 0 these are data samples).
-    nfe: denoiser calls actually made (counted at the denoiser).
+    nfe: denoiser calls actually made (counted at the denoiser), hooks' calls included.
     sigmas: the grid of noise levels the solver stepped through.
     eval_levels: the noise levels at which the denoiser was called, in order.
     trajectory: the state after every step (including the start), if requested.
@@ -86,23 +64,33 @@ def _schedule(kind: str, n_steps: int, path: Path | None, s_min, s_max, final: s
 
 def run_solver(solver: Solver, denoiser: Callable[[Tensor, Tensor], Tensor], y: Tensor, sigmas: Tensor,
                noise: NoiseSource | None = None, hooks: Sequence[Hook] = (), trajectory: list | None = None,
-               progress: bool = False) -> SolverState:
-    """The plain loop: init, then step through the grid, calling hooks between steps."""
+               progress: bool = False, *, user_denoiser: Any = None, cond: dict | None = None) -> SolverState:
+    """The plain loop: init, then step through the grid, calling hooks between steps (each hook
+    gets a :class:`~diffsolve.hooks.StepContext`)."""
     state = solver.init(y, sigmas, noise)
     if trajectory is not None:
         trajectory.append(state.y)
+    record = getattr(denoiser, "record", None)
     n = sigmas.numel() - 1
     steps = range(n)
     if progress:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=solver.name, unit="step", leave=False)
-    for _ in steps:
+    for k in steps:
+        if record is not None:
+            denoiser.step = k
         state = solver.step(state, denoiser)
-        for hook in hooks:
-            new = hook(state)
-            if new is not None:
-                state = new
+        if hooks:
+            if record is not None:
+                record("step", state.y)
+            before = getattr(denoiser, "calls", 0)
+            state = apply_hooks(hooks, StepContext(state, denoiser, user_denoiser, dict(cond or {})))
+            if record is not None:
+                denoiser.hook_calls += denoiser.calls - before  # network calls the hooks made
+                record("hook", state.y)
+        elif record is not None:
+            record("step", state.y)
         if trajectory is not None:
             trajectory.append(state.y)
     return state
@@ -119,32 +107,52 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
 
     Args:
         denoiser: a :class:`~diffsolve.denoisers.Denoiser` (or plain ``D(y, s)``).
-        noise: standard normal starting noise; the state starts at ``y = s_0 * noise``
-            (the data term dropped, as usual), unless ``y_start`` gives the state itself.
+        noise: standard normal starting noise, a real floating tensor; the state starts at
+            ``y = s_0 * noise`` (the data term dropped, as usual), unless ``y_start`` gives the
+            state itself.
         solver: a name from ``diffsolve.solvers()`` or a Solver instance.
-        nfe: the exact number of denoiser calls; refused with an explanation when the solver
-            cannot honour it. ``None`` with an explicit schedule: the schedule decides.
-            Adaptive solvers (``dpm-solver-12``/``-23``) take ``nfe=None``: their NFE follows from
-            ``rtol``/``atol`` and is reported in ``SampleResult.nfe``; a schedule name then gives
-            the grid ``[s_max, s_min(, 0)]`` they integrate across.
+        nfe: the exact number of denoiser calls (a positive integer, numpy and 0-dim tensor
+            integers accepted, at most :data:`diffsolve.validate.MAX_NFE`); refused with an
+            explanation when the solver cannot honour it. ``None`` with an explicit schedule:
+            the schedule decides. Adaptive solvers (``dpm-solver-12``/``-23``) take ``nfe=None``:
+            their NFE follows from ``rtol``/``atol`` and is reported in ``SampleResult.nfe``; a
+            schedule name then gives the grid ``[s_max, s_min(, 0)]`` they integrate across.
         schedule: a name from ``diffsolve.schedules.SCHEDULES`` or an explicit list of levels.
         path: the path whose trained range (and time) the schedule uses; defaults to the
             denoiser's own path. Levels outside that range are refused unless
             ``allow_extrapolation``.
         final: ``"zero"`` (last step denoises to s = 0) or ``"s_min"`` (stop at s_min).
-        seeds: one integer per sample for stochastic solvers (default: 0..B-1).
-        cond: keyword arguments passed to the denoiser (class labels, ...).
-        hooks: functions ``hook(state) -> state | None`` called after every step.
+        seeds: one integer in [0, 2**63) per sample for stochastic solvers (default: 0..B-1).
+        cond: keyword arguments passed to the denoiser (class labels, ...), validated once by
+            the denoiser's ``check`` (unknown keys, label length, dtype and range).
+        hooks: functions ``hook(ctx) -> SolverState | None`` called after every step with a
+            :class:`~diffsolve.hooks.StepContext` (the state, x0-hat, the counted denoiser).
         dtype: the state's dtype (default: float64 on CPU, the noise's dtype elsewhere).
         **solver_options: options of the solver (e.g. ``eta`` for DDIM).
+
+    Raises:
+        NonFiniteError: the samples are not finite; the message names the first call or step
+            where a NaN or inf appeared and whether the input, the denoiser, a step or a hook
+            made it.
     """
     den = as_denoiser(denoiser)
-    if not isinstance(noise, Tensor) or noise.ndim < 1 or noise.shape[0] < 1:
-        raise ValueError("noise must be a tensor of shape (batch, ...) with batch >= 1")
-    if not bool(torch.isfinite(noise).all()):
-        raise ValueError("noise contains NaN or inf")
-    if final not in FINALS:
+    noise = check_state_tensor("noise", noise)
+    nfe = check_nfe(nfe)
+    dtype = check_dtype(dtype)
+    cond = check_cond(cond)
+    hooks = check_hooks(hooks)
+    for name, level in (("s_min", s_min), ("s_max", s_max)):
+        if level is not None:
+            check_number("sample", name, level, 0, low_open=True)
+    rho = check_number("sample", "rho", rho, 0, low_open=True)
+    shift = check_number("sample", "shift", shift, 0, low_open=True)
+    for name, flag in (("return_trajectory", return_trajectory), ("progress", progress),
+                       ("allow_extrapolation", allow_extrapolation)):
+        check_bool("sample", name, flag)
+    if not isinstance(final, str) or final not in FINALS:
         raise ValueError(f"unknown final {final!r}; accepted: {', '.join(FINALS)}")
+    if not isinstance(schedule, (str, Tensor, Sequence)) or isinstance(schedule, bytes):
+        raise TypeError(f"schedule must be a name or a list of noise levels, got {type(schedule).__name__}")
     slv = get_solver(solver, **solver_options)
     p = get_path(path) if path is not None else getattr(den, "path", None)
     if dtype is None:
@@ -154,7 +162,8 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     if isinstance(schedule, str):
         final_zero = final == "zero"
         if nfe is None and not getattr(slv, "adaptive", False):
-            raise ValueError("nfe=None needs an explicit schedule (a list of noise levels)")
+            raise ValueError(f"nfe=None needs an explicit schedule (a list of noise levels) or an adaptive "
+                             f"solver; solver {slv.name!r} with schedule {schedule!r} needs an integer nfe")
         if nfe is not None:
             slv = slv.for_nfe(nfe, final_zero)  # budget-dependent plans (dpm-solver-fast); adaptive: refused
         n_steps = slv.steps_for_nfe(nfe, final_zero)  # adaptive solvers: nfe=None, a [s_max, (s_min,) 0] grid
@@ -174,30 +183,35 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     if p is not None and not allow:
         p.check_s(sigmas[:-1] if final_zero else sigmas, "schedule level")
 
-    y0 = noise * sigmas[0].to(dtype) if y_start is None else y_start.to(dtype)
-    if y0.shape != noise.shape:
-        raise ValueError(f"y_start has shape {tuple(y0.shape)}, noise {tuple(noise.shape)}")
+    if y_start is None:
+        y0 = noise * sigmas[0].to(dtype)
+    else:
+        y0 = check_state_tensor("y_start", y_start, like=noise).to(dtype)
+    cond = den.check(y0, cond)
     src = None
-    if slv.stochastic:
-        seeds = list(range(noise.shape[0])) if seeds is None else list(seeds)
-        src = NoiseSource(seeds)
-        if len(src) != noise.shape[0]:
-            raise ValueError(f"{len(src)} seeds for a batch of {noise.shape[0]}")
+    if seeds is not None or slv.stochastic:
+        seeds = list(range(noise.shape[0])) if seeds is None else check_seeds(seeds, noise.shape[0])
+        src = NoiseSource(seeds)  # validates every seed, also for deterministic solvers
+    if not slv.stochastic:
+        src = None
+    grid = tuple(sigmas.tolist())
+    warning = slv.grid_warning(grid)
+    if warning:
+        warnings.warn(warning, StabilityWarning, stacklevel=2)
 
-    prepare = getattr(den, "prepare", None)
-    if prepare is not None:  # per-level constants of network adapters, computed for the whole grid at once
-        prepare(sigmas, dtype)
-    counter = CountingDenoiser(den, dict(cond or {}))
+    den.prepare(sigmas, dtype)  # per-level constants of network adapters, for the whole grid at once
+    counter = CountingDenoiser(den, cond)
     traj: list[Tensor] | None = [] if return_trajectory else None
-    state = run_solver(slv, counter, y0, sigmas, src, hooks, traj, progress)
-    expected = None if getattr(slv, "adaptive", False) else slv.nfe_for_steps(n_steps, final_zero)
-    if expected is not None and counter.calls != expected:
-        raise RuntimeError(f"internal error: solver {slv.name!r} made {counter.calls} calls, its rule says {expected}")
+    state = run_solver(slv, counter, y0, sigmas, src, hooks, traj, progress, user_denoiser=den, cond=cond)
     out = state.y
     if not bool(torch.isfinite(out).all()):
-        raise FloatingPointError(
-            f"solver {slv.name!r} produced non-finite samples (nfe={counter.calls}, schedule from "
-            f"{float(sigmas[0]):.4g} to {float(sigmas[-1]):.4g}); try more steps or a lower-order solver")
-    levels = counter.eval_levels()
+        raise counter.diagnose(slv.name, grid, warning)
+    expected = None if getattr(slv, "adaptive", False) else slv.nfe_for_steps(n_steps, final_zero)
+    solver_calls = counter.calls - counter.hook_calls
+    if expected is not None and solver_calls != expected:
+        raise RuntimeError(f"internal error: solver {slv.name!r} made {solver_calls} calls, its rule says {expected}")
+    info = dict(state.extra.get("info", {}))
+    if hooks:
+        info["hook_nfe"] = counter.hook_calls  # included in nfe
     return SampleResult(samples=out, nfe=counter.calls, sigmas=state.sigmas, solver=slv.name,
-                        eval_levels=levels, trajectory=traj, info=dict(state.extra.get("info", {})))
+                        eval_levels=counter.eval_levels(), trajectory=traj, info=info)

@@ -39,12 +39,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import check_int, check_number
 from .paths import Path, get_path
 
 __all__ = ["make_schedule", "validate_schedule", "SCHEDULES", "FINALS", "DEFAULT_S_RANGE",
            "karras", "log_snr", "flow_shift"]
 
 FINALS = ("zero", "s_min")
+#: the most steps a grid may have (more than any sampler needs; a larger count is a typo)
+MAX_STEPS = 100_000
 #: noise range used when neither a path nor explicit limits are given (EDM's)
 DEFAULT_S_RANGE = (0.002, 80.0)
 F64 = torch.float64
@@ -74,8 +77,13 @@ def karras(n: int, s_min: float, s_max: float, rho: float = 7.0) -> Tensor:
     if rho <= 0:
         raise ValueError(f"rho must be positive, got {rho}")
     u = torch.linspace(0, 1, n, dtype=F64)
-    a, b = s_max ** (1 / rho), s_min ** (1 / rho)
-    out = (a + u * (b - a)) ** rho
+    la, lb = math.log(s_max) / rho, math.log(s_min) / rho  # log of s^(1/rho) at the ends
+    if max(abs(la), abs(lb)) < 700:
+        a, b = s_max ** (1 / rho), s_min ** (1 / rho)
+        out = (a + u * (b - a)) ** rho
+    else:  # small rho: s^(1/rho) overflows; the same formula with the larger end factored out
+        m = max(la, lb)
+        out = torch.exp(rho * (m + torch.log((1 - u) * math.exp(la - m) + u * math.exp(lb - m))))
     out[0], out[-1] = s_max, s_min
     return out
 
@@ -156,8 +164,13 @@ def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: P
         raise ValueError(f"unknown schedule {kind!r}; accepted: {', '.join(SCHEDULES)} or an explicit list of levels")
     if final not in FINALS:
         raise ValueError(f"unknown final {final!r}; accepted: {', '.join(FINALS)}")
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    n_steps = check_int("make_schedule", "n_steps", n_steps, minimum=1, maximum=MAX_STEPS)
+    rho = check_number("make_schedule", "rho", rho, 0, low_open=True)
+    shift = check_number("make_schedule", "shift", shift, 0, low_open=True)
+    if s_min is not None:
+        s_min = check_number("make_schedule", "s_min", s_min, 0, low_open=True)
+    if s_max is not None:
+        s_max = check_number("make_schedule", "s_max", s_max, 0, low_open=True)
     p = get_path(path) if path is not None else None
     if p is not None:
         lo, hi = p.s_min, p.s_max

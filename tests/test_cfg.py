@@ -54,10 +54,13 @@ def test_scale_one_is_conditional_and_zero_unconditional():
     assert torch.allclose(eps(got), eps_cfg, atol=1e-12)
 
 
-def test_no_labels_means_unconditional():
+def test_no_labels_is_refused_not_silently_unconditional():
     toy = Toy()
     y, s, _ = _inputs()
-    assert torch.equal(CFG(toy, 3.0)(y, s), toy(y, s))
+    with pytest.raises(ValueError, match="labels"):
+        CFG(toy, 3.0)(y, s)
+    # the unconditional model is asked for explicitly, with the null label
+    assert torch.equal(CFG(toy, 3.0)(y, s, labels=torch.full((6,), 3)), toy(y, s))
 
 
 def test_guidance_interval_is_honoured_per_row():

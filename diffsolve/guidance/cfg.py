@@ -33,64 +33,82 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..denoisers import Denoiser, _bc, as_denoiser
+from ..checks import check_int, check_number
+from ..denoisers import Denoiser, DenoiserWrapper
+from ..tensors import bc
 
 __all__ = ["CFG"]
 
 
-class CFG(Denoiser):
+class CFG(DenoiserWrapper):
     """Classifier-free guidance around a class-conditional denoiser.
 
     Args:
         denoiser: a Denoiser taking ``labels`` (LongTensor, one per row) as conditioning,
             whose null label means "unconditional" (e.g. :func:`diffsolve.load` models).
-        scale: guidance weight w (1 = conditional, 0 = unconditional, > 1 = guided).
+        scale: guidance weight w (1 = conditional, 0 = unconditional, > 1 = guided); finite.
         interval: (s_lo, s_hi): guide only where s_lo <= s <= s_hi (canonical noise level).
         null_label: the unconditional label (default: ``denoiser.null_label`` or
             ``denoiser.num_classes``).
         cond_key: the name of the conditioning argument (default ``"labels"``).
 
-    Calling without labels gives the unconditional denoiser.
+    Labels are required: guidance steers towards them, and a run without them would silently
+    be the unconditional model (pass the null label explicitly for that).
     """
 
     def __init__(self, denoiser: Denoiser, scale: float, interval: tuple[float, float] = (0.0, math.inf), *,
                  null_label: int | None = None, cond_key: str = "labels"):
-        self.inner = as_denoiser(denoiser)
-        self.scale = float(scale)
-        lo, hi = (float(v) for v in interval)
-        if not (0 <= lo <= hi):
-            raise ValueError(f"guidance interval must satisfy 0 <= s_lo <= s_hi, got {interval}")
+        super().__init__(denoiser)
+        self.scale = check_number("CFG", "scale", scale)
+        if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+            raise ValueError(f"CFG: interval must be two levels (s_lo, s_hi), got {interval!r}")
+        lo = check_number("CFG", "interval[0] (s_lo)", interval[0], 0)
+        hi = math.inf if interval[1] == math.inf else check_number("CFG", "interval[1] (s_hi)", interval[1], lo)
         self.interval = (lo, hi)
         if null_label is None:
-            null_label = getattr(denoiser, "null_label", getattr(denoiser, "num_classes", None))
+            null_label = getattr(self.inner, "null_label", getattr(self.inner, "num_classes", None))
         if null_label is None:
             raise ValueError("null_label is needed: the denoiser has no null_label or num_classes attribute")
-        self.null_label, self.cond_key = int(null_label), cond_key
-        self.path = getattr(denoiser, "path", None)
-        for attr in ("shape", "num_classes", "allow_extrapolation", "class_names"):
-            if hasattr(denoiser, attr):
-                setattr(self, attr, getattr(denoiser, attr))
+        self.null_label = check_int("CFG", "null_label", null_label, minimum=0)
+        if not isinstance(cond_key, str) or not cond_key.isidentifier():
+            raise TypeError(f"CFG: cond_key must be a keyword-argument name, got {cond_key!r}")
+        self.cond_key = cond_key
 
-    def denoise(self, y: Tensor, s: Tensor, **cond: Any) -> Tensor:
+    def check(self, y: Tensor, cond: dict[str, Any]) -> dict[str, Any]:
+        if cond.get(self.cond_key) is None:
+            raise ValueError(f"CFG needs cond={{{self.cond_key!r}: ...}} (the labels guidance steers towards); "
+                             f"got conditioning keys {sorted(cond) or 'none'}. For the unconditional model pass "
+                             f"the null label {self.null_label}, or sample the inner denoiser without CFG")
+        return self.inner.check(y, cond)
+
+    def denoise(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
         labels = cond.pop(self.cond_key, None)
         if labels is None:
-            return self.inner(y, s, **cond)
+            raise ValueError(f"CFG needs {self.cond_key}=... (one label per row, or one for all)")
         b = y.shape[0]
         labels = torch.as_tensor(labels, device=y.device).long()
         if labels.ndim == 0:
             labels = labels.expand(b)
         lo, hi = self.interval
-        inside = (s >= lo) & (s <= hi)
-        if self.scale == 1.0 or not bool(inside.any()):
+        if isinstance(s, float):  # one level for the batch: one Python decision, the level stays a float
+            inside: Tensor | bool = lo <= s <= hi
+            any_inside = inside
+        else:
+            inside = (s >= lo) & (s <= hi)
+            any_inside = bool(inside.any())
+        if self.scale == 1.0 or not any_inside:
             return self.inner(y, s, **{self.cond_key: labels}, **cond)
         # one batched evaluation of 2B rows: [conditional; unconditional]
         null = torch.full_like(labels, self.null_label)
         both = {k: (torch.cat([v, v]) if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b else v)
                 for k, v in cond.items()}
-        out = self.inner(torch.cat([y, y]), torch.cat([s, s]), **{self.cond_key: torch.cat([labels, null])}, **both)
+        s2 = s if isinstance(s, float) else torch.cat([s, s])
+        out = self.inner(torch.cat([y, y]), s2, **{self.cond_key: torch.cat([labels, null])}, **both)
         d_cond, d_uncond = out[:b], out[b:]
-        guided = d_uncond + self.scale * (d_cond - d_uncond)
-        return torch.where(_bc(inside, y), guided, d_cond)
+        guided = d_uncond + self.scale * (d_cond - d_uncond)  # [CFG Eq. 6] in canonical (x0) form
+        if inside is True:
+            return guided
+        return torch.where(bc(inside, y), guided, d_cond)
 
     def __repr__(self) -> str:
         return f"CFG(scale={self.scale}, interval={self.interval}, inner={self.inner!r})"

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..denoisers import NetworkDenoiser
+from ..denoisers import NetworkDenoiser, check_shape
 from ..io import atomic_write, atomic_write_json
+from ..nets.embed import check_labels
 from ..paths import DiscreteVPPath, Path, get_path
 from .checkpoint_files import build_checked_net, check_meta, check_weights, read_json, read_weights
 
@@ -72,6 +73,25 @@ class TrainedDenoiser(NetworkDenoiser):
         self.class_names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
         self.value_range = tuple(value_range) if value_range is not None else None
         self.meta = dict(meta or {})
+
+    def check(self, y: Tensor, cond: dict[str, Any]) -> dict[str, Any]:
+        """The state must have this model's ``shape``; ``labels`` (the only conditioning) must be
+        class indices 0..num_classes (num_classes = the null label), one per row or one for all,
+        and are refused for an unconditional model."""
+        name = self.meta.get("name", "?")
+        check_shape(y, self.shape, f"model {name!r}")
+        unknown = sorted(set(cond) - {"labels"})
+        if unknown:
+            raise TypeError(f"model {name!r} takes no conditioning {', '.join(map(repr, unknown))}; accepted: "
+                            + ("labels (class indices 0.." + str(self.num_classes) + ")" if self.num_classes
+                               else "none (it is unconditional)"))
+        if cond.get("labels") is None:
+            return cond
+        try:
+            labels = check_labels(cond["labels"], y.shape[0], self.num_classes)
+        except ValueError as e:
+            raise ValueError(f"model {name!r}: {e}") from None
+        return {**cond, "labels": labels}
 
     def _call_net(self, x: Tensor, t: Tensor, cond: dict) -> Tensor:
         if "labels" in cond and cond["labels"] is not None:

@@ -30,7 +30,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..denoisers import Denoiser, _bc, edm_preconditioning, expand_s, prediction_from_x0
+from ..denoisers import Denoiser, edm_preconditioning, expand_s, prediction_from_x0
+from ..tensors import bc
 from ..paths import Path, get_path
 
 __all__ = ["GaussianMixture", "builtin", "BUILTINS"]
@@ -106,7 +107,7 @@ class GaussianMixture(Denoiser):
         path = get_path(path)
         t = expand_s(t, x)
         a = path.alpha(t).to(torch.float64)
-        y = x / _bc(a, x)
+        y = x / bc(a, x)
         return self.log_prob(y, path.s(t)) - self.dim * torch.log(a)
 
     def responsibilities(self, y: Tensor, s: Tensor | float) -> Tensor:
@@ -114,7 +115,7 @@ class GaussianMixture(Denoiser):
         lp, _ = self._component_terms(yf, expand_s(s, yf))
         return torch.softmax(lp + torch.log(self.weights), 1)
 
-    def denoise(self, y: Tensor, s: Tensor, **cond) -> Tensor:
+    def denoise(self, y: Tensor, s: Tensor) -> Tensor:  # exact and unconditional: no cond taken
         yf = self._flat(y)
         lp, post = self._component_terms(yf, s)
         r = torch.softmax(lp + torch.log(self.weights), 1)
@@ -128,7 +129,7 @@ class GaussianMixture(Denoiser):
     def score(self, y: Tensor, s: Tensor | float) -> Tensor:
         """grad_y log p_s(y) = (D(y, s) - y) / s^2."""
         s = expand_s(s, y)
-        return (self(y, s) - y) / _bc(s, y) ** 2
+        return (self(y, s) - y) / bc(s, y) ** 2
 
     # -- exact data ------------------------------------------------------------------
     def sample(self, num: int, generator: torch.Generator | None = None, return_labels: bool = False):
@@ -171,14 +172,14 @@ class GaussianMixture(Denoiser):
             def edm_raw(x_in: Tensor, c_noise: Tensor, **cond) -> Tensor:
                 s = torch.exp(4 * c_noise)
                 c_skip, c_out, c_in, _ = edm_preconditioning(s, sigma_data)
-                y = x_in / _bc(c_in, x_in)
-                return (self(y, s) - _bc(c_skip, y) * y) / _bc(c_out, y)
+                y = x_in / bc(c_in, x_in)
+                return (self(y, s) - bc(c_skip, y) * y) / bc(c_out, y)
 
             return edm_raw
 
         def f(x: Tensor, t: Tensor, **cond) -> Tensor:
             t = expand_s(t, x)
-            a = _bc(path.alpha(t).to(x.dtype), x)
+            a = bc(path.alpha(t).to(x.dtype), x)
             x0 = self(x / a, path.s(t))
             return prediction_from_x0(prediction, x0, x, t, path)
 

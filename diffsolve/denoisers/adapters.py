@@ -1,7 +1,4 @@
-"""Denoisers in canonical space, and the exact algebra that turns any network into one.
-
-A :class:`Denoiser` is a callable ``D(y, s, **cond) -> x0_hat`` where ``y = x / alpha`` and
-``s = sigma / alpha`` (DESIGN.md).  ``s`` is a 1-D tensor with one noise level per batch row.
+"""Network adapters: the exact algebra that turns any network into a canonical Denoiser.
 
 :func:`from_network` adapts a network ``f(x, t, **cond)`` trained on a :class:`~diffsolve.paths.Path`
 with one of the prediction types in :data:`PREDICTIONS`:
@@ -33,86 +30,25 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from .paths import Path, get_path
+from ..paths import Path, get_path
+from ..tensors import bc
+from ..checks import check_bool, check_number
+from .base import Denoiser, accepted_keywords
 
-__all__ = [
-    "Denoiser",
-    "DenoiserFn",
-    "NetworkDenoiser",
-    "FunctionDenoiser",
-    "Thresholded",
-    "from_network",
-    "x0_from_prediction",
-    "prediction_from_x0",
-    "PREDICTIONS",
-    "expand_s",
-]
+__all__ = ["NetworkDenoiser", "from_network", "x0_from_prediction", "prediction_from_x0",
+           "edm_preconditioning", "PREDICTIONS"]
 
 PREDICTIONS = ("eps", "x0", "v", "score", "velocity", "edm")
 
 
-@runtime_checkable
-class DenoiserFn(Protocol):
-    def __call__(self, y: Tensor, s: Tensor, **cond: Any) -> Tensor: ...
-
-
-def expand_s(s: Tensor | float, y: Tensor) -> Tensor:
-    """Noise levels as a 1-D tensor with one entry per batch row of ``y``."""
-    if (isinstance(s, Tensor) and s.ndim == 1 and s.shape[0] == y.shape[0] and s.dtype == y.dtype
-            and s.device == y.device):
-        return s  # already in shape: the common case inside a sampling loop, kept cheap
-    s = torch.as_tensor(s, dtype=y.dtype, device=y.device)
-    if s.ndim == 0:
-        s = s.expand(y.shape[0])
-    if s.ndim != 1 or s.shape[0] != y.shape[0]:
-        raise ValueError(f"noise level s must be a scalar or have shape ({y.shape[0]},), got {tuple(s.shape)}")
-    return s
-
-
-def _bc(v: Tensor, y: Tensor) -> Tensor:
-    """Broadcast a per-row vector against a batch."""
-    return v.reshape(v.shape[0], *([1] * (y.ndim - 1)))
-
-
-class Denoiser:
-    """Base class for canonical-space denoisers.
-
-    Subclasses implement :meth:`denoise`.  ``path`` (optional) is the path the model was
-    trained on; the driver uses it for default schedules and range checks.
-    """
-
-    path: Path | None = None
-
-    def denoise(self, y: Tensor, s: Tensor, **cond: Any) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-    def __call__(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
-        return self.denoise(y, expand_s(s, y), **cond)
-
-    @property
-    def s_range(self) -> tuple[float, float] | None:
-        p = self.path
-        return None if p is None else (p.s_min, p.s_max)
-
-
-class FunctionDenoiser(Denoiser):
-    """Wrap a plain function ``D(y, s, **cond)`` (already in canonical space)."""
-
-    def __init__(self, fn: Callable[..., Tensor], path: Path | None = None):
-        self.fn, self.path = fn, path
-
-    def denoise(self, y, s, **cond):
-        return self.fn(y, s, **cond)
-
-
 def _coeffs(path: Path, t: Tensor, y: Tensor):
     a, sg = path.alpha(t).to(y.dtype), path.sigma(t).to(y.dtype)
-    return _bc(a, y), _bc(sg, y)
+    return bc(a, y), bc(sg, y)
 
 
 def x0_from_prediction(prediction: str, out: Tensor, x: Tensor, t: Tensor, path: Path,
@@ -131,7 +67,7 @@ def x0_from_prediction(prediction: str, out: Tensor, x: Tensor, t: Tensor, path:
     if prediction == "score":
         return (x + sg * sg * out) / a
     if prediction == "velocity":
-        da, ds = _bc(path.dalpha(t).to(x.dtype), x), _bc(path.dsigma(t).to(x.dtype), x)
+        da, ds = bc(path.dalpha(t).to(x.dtype), x), bc(path.dsigma(t).to(x.dtype), x)
         return (ds * x - sg * out) / (ds * a - sg * da)
     raise ValueError(f"unknown prediction {prediction!r}; accepted here: {', '.join(PREDICTIONS[:5])} "
                      "('edm' needs its preconditioning: use NetworkDenoiser)")
@@ -150,7 +86,7 @@ def prediction_from_x0(prediction: str, x0: Tensor, x: Tensor, t: Tensor, path: 
     if prediction == "score":
         return -eps / sg
     if prediction == "velocity":
-        da, ds = _bc(path.dalpha(t).to(x.dtype), x), _bc(path.dsigma(t).to(x.dtype), x)
+        da, ds = bc(path.dalpha(t).to(x.dtype), x), bc(path.dsigma(t).to(x.dtype), x)
         return da * x0 + ds * eps
     raise ValueError(f"unknown prediction {prediction!r}; accepted here: {', '.join(PREDICTIONS[:5])} "
                      "('edm' needs its preconditioning: use NetworkDenoiser)")
@@ -178,17 +114,34 @@ class NetworkDenoiser(Denoiser):
     def __init__(self, net: Callable[..., Tensor], path: Path | str, prediction: str = "eps", *,
                  sigma_data: float = 0.5, net_dtype: torch.dtype | None = None,
                  allow_extrapolation: bool = False):
+        if not callable(net):
+            raise TypeError(f"net must be a callable f(x, t, **cond) (e.g. a torch module), got {type(net).__name__}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+        if net_dtype is not None and (not isinstance(net_dtype, torch.dtype) or not net_dtype.is_floating_point):
+            raise TypeError(f"net_dtype must be a floating torch dtype (torch.float32, torch.bfloat16, ...) "
+                            f"or None, got {net_dtype!r}")
+        check_bool("NetworkDenoiser", "allow_extrapolation", allow_extrapolation)
         self.net, self.path, self.prediction = net, get_path(path), prediction
-        self.sigma_data, self.net_dtype = float(sigma_data), net_dtype
-        self.allow_extrapolation = allow_extrapolation
+        self.sigma_data = check_number("NetworkDenoiser", "sigma_data", sigma_data, 0, low_open=True)
+        self.net_dtype, self.allow_extrapolation = net_dtype, allow_extrapolation
 
     def _call_net(self, x: Tensor, t: Tensor, cond: dict) -> Tensor:
         dt = self.net_dtype
         if dt is not None and dt != x.dtype:
-            return self.net(x.to(dt), t.to(dt), **cond).to(x.dtype)
-        return self.net(x, t, **cond)
+            out = self.net(x.to(dt), t.to(dt), **cond)
+        else:
+            out = self.net(x, t, **cond)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+            raise ValueError(f"the network returned {got} for an input of shape {tuple(x.shape)}; "
+                             f"a {self.prediction!r} network must return a tensor of its input's shape")
+        return out.to(x.dtype) if out.dtype != x.dtype else out
+
+    def accepted_cond(self) -> frozenset[str] | None:
+        """The network's keyword arguments after (x, t) (its ``forward`` for a torch module)."""
+        fn = getattr(self.net, "forward", self.net)
+        return accepted_keywords(fn, skip=2)
 
     def __call__(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
         if isinstance(s, float):  # one level for the whole batch (a solver's grid level): cached constants
@@ -198,7 +151,7 @@ class NetworkDenoiser(Denoiser):
     def denoise(self, y, s, **cond):
         if self.prediction == "edm":
             c_skip, c_out, c_in, c_noise = edm_preconditioning(s, self.sigma_data)
-            return self._edm(y, _bc(c_skip, y), _bc(c_out, y), _bc(c_in, y), c_noise, cond)
+            return self._edm(y, bc(c_skip, y), bc(c_out, y), bc(c_in, y), c_noise, cond)
         t, a, sg = self._level(s, y)
         return self._at_time(y, t if t.dtype == y.dtype else t.to(y.dtype), t, a, sg, cond)
 
@@ -280,39 +233,3 @@ class NetworkDenoiser(Denoiser):
 def from_network(net: Callable[..., Tensor], path: Path | str, prediction: str = "eps", **kw) -> NetworkDenoiser:
     """Adapt a network to a canonical Denoiser. See :class:`NetworkDenoiser`."""
     return NetworkDenoiser(net, path, prediction, **kw)
-
-
-class Thresholded(Denoiser):
-    """Clip the denoised estimate: ``kind="clip"`` clamps to [-max_value, max_value];
-    ``kind="dynamic"`` is Imagen's dynamic thresholding (Saharia et al. 2022, Sec. 2.3): per
-    sample, r = max(quantile(|x0|, percentile), max_value); x0 <- clamp(x0, -r, r) * max_value / r.
-    """
-
-    KINDS = ("clip", "dynamic")
-
-    def __init__(self, inner: Denoiser, kind: str = "dynamic", *, percentile: float = 0.995,
-                 max_value: float = 1.0):
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown thresholding {kind!r}; accepted: {', '.join(self.KINDS)}")
-        if not 0 < percentile <= 1:
-            raise ValueError(f"percentile must be in (0, 1], got {percentile}")
-        self.inner, self.kind, self.percentile, self.max_value = inner, kind, percentile, max_value
-        self.path = getattr(inner, "path", None)
-
-    def denoise(self, y, s, **cond):
-        x0 = self.inner(y, s, **cond)
-        if self.kind == "clip":
-            return x0.clamp(-self.max_value, self.max_value)
-        flat = x0.reshape(x0.shape[0], -1).abs()
-        r = torch.quantile(flat, self.percentile, dim=1).clamp(min=self.max_value)
-        r = _bc(r, x0)
-        return torch.maximum(torch.minimum(x0, r), -r) * (self.max_value / r)
-
-
-def as_denoiser(obj: Any) -> Denoiser:
-    """Accept a Denoiser or a plain ``D(y, s)`` function."""
-    if isinstance(obj, Denoiser):
-        return obj
-    if callable(obj):
-        return FunctionDenoiser(obj)
-    raise TypeError(f"expected a Denoiser or a callable D(y, s, **cond), got {type(obj).__name__}")
