@@ -1,4 +1,5 @@
-"""``diffsolve sample``: pictures, guidance and the quality numbers it prints."""
+"""``diffsolve`` on the command line: pictures, guidance and quality numbers of ``sample``, and every bad
+input of ``sample``, ``bench`` and ``train`` answered with one line naming the flag and a non-zero exit."""
 
 import re
 

@@ -33,14 +33,14 @@ from .cells import Cell, make_cells
 from .methods import FLOOR, REFERENCE, default_methods, parse_method
 from .report import write_report
 from .run import Interrupted, run_sweep
-from .spec import SweepSpec
+from .spec import DEFAULT_MODELS, SweepSpec
 from .store import read_rows
 
 __all__ = ["bench", "SweepSpec", "Cell", "default_methods", "parse_method", "make_cells", "read_rows", "run_sweep",
            "write_report", "Interrupted", "REFERENCE", "FLOOR"]
 
 
-def bench(prefix: str, *, models: Sequence[str] = ("gmm-2d", "gmm-64", "gmm-3072"),
+def bench(prefix: str, *, models: Sequence[str] = DEFAULT_MODELS,
           methods: Sequence[str] | None = None, ray: str | None = None, report: bool = True,
           **spec: Any) -> list[dict[str, str]]:
     """Run (or resume) a sweep into ``PREFIX.csv`` and write ``PREFIX.md`` / ``PREFIX.png``.

@@ -30,9 +30,10 @@ from ..paths import PATHS
 from ..schedules import SCHEDULES
 from ..solvers import get_solver
 
-__all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "seed_arg", "nfe_arg", "finite_float", "positive_float",
-           "nonneg_float", "probability", "name_in", "solver_name", "schedule_name", "path_name", "prediction_name",
-           "model_name", "method_key", "json_object", "existing_file", "output_file", "add_quiet", "command_line", "IMAGE_EXTENSIONS"]
+__all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "seed_arg", "nfe_arg", "finite_float",
+           "positive_float", "nonneg_float", "probability", "name_in", "solver_name", "schedule_name", "path_name",
+           "prediction_name", "model_name", "method_arg", "json_object", "existing_file", "output_file", "add_quiet",
+           "command_line", "IMAGE_EXTENSIONS"]
 
 #: file types ``diffsolve sample --out`` can write (matplotlib's common formats)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".eps")
@@ -170,7 +171,7 @@ def _library_check(what: str, check: Callable[[str], Any]) -> Callable[[str], st
 
 
 solver_name = _library_check("solver", get_solver)
-method_key = _library_check("method", parse_method)
+method_arg = _library_check("method", parse_method)
 
 
 def model_name(text: str) -> str:

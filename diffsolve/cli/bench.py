@@ -24,7 +24,7 @@ from ..bench.report import write_report
 from ..bench.run import run_sweep
 from ..bench.spec import DEFAULT_MODELS, DEFAULT_NFES, DEFAULT_SCHEDULES, SweepSpec
 from ..io import atomic_write_json, atomic_write_text
-from .args import (add_quiet, existing_file, method_key, model_name, nonneg_int, path_name, positive_float,
+from .args import (add_quiet, existing_file, method_arg, model_name, nonneg_int, path_name, positive_float,
                    positive_int, prediction_name, schedule_name, solver_name)
 
 __all__ = ["add_parser", "cmd_bench"]
@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "resumable sweep -> CSV, Markdown table, log-log plot")
     p.add_argument("--models", nargs="+", type=model_name, default=list(DEFAULT_MODELS),
                    help="exact mixtures (gmm-2d, gmm-64, gmm-3072) or shipped trained models")
-    p.add_argument("--methods", nargs="+", type=method_key, default=None,
+    p.add_argument("--methods", nargs="+", type=method_arg, default=None,
                    help="method keys (diffsolve:SOLVER[SCHEDULE], diffusers:..., k-diffusion:..., torchdiffeq:...); "
                         "default: every registered solver on --schedules, and every peer")
     p.add_argument("--solvers", nargs="+", type=solver_name, default=None,
