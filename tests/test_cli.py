@@ -74,6 +74,7 @@ def _refused(capsys, argv, *words):
     (["--nfe", "0"], ["--nfe"]),
     (["--nfe", "-3"], ["--nfe"]),
     (["--nfe", "ten"], ["--nfe", "'none'"]),
+    (["--nfe", "1000000000000"], ["--nfe", "100000"]),
     (["--num", "0"], ["--num"]),
     (["--num", "-5"], ["--num"]),
     (["--seed", "-1"], ["--seed"]),
@@ -103,6 +104,7 @@ def test_sample_refuses_bad_input_naming_the_flag(capsys, args, words):
     (["--solvers", "foo"], ["--solvers", "'foo'", "dpm++2m"]),
     (["--nfe", "0"], ["--nfes"]),                    # argparse completes the abbreviation
     (["--nfes", "4", "-2"], ["--nfes"]),
+    (["--nfes", "1000000000"], ["--nfes", "100000"]),
     (["--models", "gmm-5d"], ["--models", "gmm-2d"]),
     (["--methods", "diffsolve:foo[karras]"], ["--methods", "'foo'"]),
     (["--methods", "diffsolve:dpm++2m[karas]"], ["--methods", "'karas'"]),

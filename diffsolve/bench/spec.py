@@ -10,7 +10,7 @@ A sweep is models x methods x budgets x seeds. Methods are named by keys (see
     >>> SweepSpec(models=("gmm-2d",), nfes=(0, 8))
     Traceback (most recent call last):
     ...
-    ValueError: SweepSpec nfes must be integers >= 1, got 0
+    ValueError: SweepSpec nfes must be integers in [1, 100000], got 0
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from ..denoisers import PREDICTIONS
 from ..paths import PATHS
+from ..validate import MAX_NFE
 
 __all__ = ["SweepSpec", "DEFAULT_NFES", "DEFAULT_SCHEDULES", "DEFAULT_RTOLS", "DEFAULT_MODELS"]
 
@@ -56,7 +57,7 @@ class SweepSpec:
             raise ValueError(f"SweepSpec models must be a non-empty sequence of model names, got {self.models!r}")
         if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
             raise ValueError(f"SweepSpec methods must be a sequence of method keys, got {self.methods!r}")
-        _check_ints("nfes", self.nfes, 1)
+        _check_ints("nfes", self.nfes, 1, MAX_NFE)
         _check_ints("seeds", self.seeds, 0)
         for name in ("batch", "ref_steps", "n_proj"):
             _check_ints(name, (getattr(self, name),), 1)
@@ -72,10 +73,11 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def _check_ints(name: str, values: Sequence[Any], minimum: int) -> None:
-    bad = [v for v in values if not _is_int(v) or v < minimum]
+def _check_ints(name: str, values: Sequence[Any], minimum: int, maximum: int | None = None) -> None:
+    bad = [v for v in values if not _is_int(v) or v < minimum or (maximum is not None and v > maximum)]
     if bad or isinstance(values, str):
-        raise ValueError(f"SweepSpec {name} must be integers >= {minimum}, got {bad[0] if bad else values!r}")
+        within = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"SweepSpec {name} must be integers {within}, got {bad[0] if bad else values!r}")
 
 
 def _check_positive(name: str, values: Sequence[Any]) -> None:

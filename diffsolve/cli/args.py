@@ -29,8 +29,9 @@ from ..models import accepted_models, is_model_name
 from ..paths import PATHS
 from ..schedules import SCHEDULES
 from ..solvers import get_solver
+from ..validate import MAX_NFE
 
-__all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "seed_arg", "nfe_arg", "finite_float",
+__all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "seed_arg", "nfe_budget", "nfe_arg", "finite_float",
            "positive_float", "nonneg_float", "probability", "name_in", "solver_name", "schedule_name", "path_name",
            "prediction_name", "model_name", "method_arg", "json_object", "existing_file", "output_file", "add_quiet",
            "command_line", "IMAGE_EXTENSIONS"]
@@ -95,19 +96,25 @@ def seed_arg(text: str) -> int:
     return v
 
 
+def nfe_budget(text: str) -> int:
+    """A number of network evaluations: an integer in [1, MAX_NFE]."""
+    v = positive_int(text)
+    if v > MAX_NFE:
+        raise argparse.ArgumentTypeError(f"{v} is more than the {MAX_NFE} network calls the driver accepts; "
+                                          "fast solvers need 5-50")
+    return v
+
+
 def nfe_arg(text: str) -> int | None:
-    """A positive number of network evaluations, or ``none`` / ``auto`` (None: an adaptive solver
-    decides from ``--rtol/--atol``)."""
+    """A number of network evaluations (:func:`nfe_budget`), or ``none`` / ``auto`` (None: an
+    adaptive solver decides from ``--rtol/--atol``)."""
     if text.lower() in ("none", "auto"):
         return None
     try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive integer nor 'none' "
-                                          "(adaptive solvers: the NFE follows from --rtol/--atol)")
-    return v
+        return nfe_budget(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e}; or 'none' for adaptive solvers (the NFE follows from --rtol/--atol)") \
+            from None
 
 
 def finite_float(text: str) -> float:

@@ -24,7 +24,7 @@ from ..bench.report import write_report
 from ..bench.run import run_sweep
 from ..bench.spec import DEFAULT_MODELS, DEFAULT_NFES, DEFAULT_SCHEDULES, SweepSpec
 from ..io import atomic_write_json, atomic_write_text
-from .args import (add_quiet, existing_file, method_arg, model_name, nonneg_int, path_name, positive_float,
+from .args import (add_quiet, existing_file, method_arg, model_name, nfe_budget, nonneg_int, path_name, positive_float,
                    positive_int, prediction_name, schedule_name, solver_name)
 
 __all__ = ["add_parser", "cmd_bench"]
@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="restrict our solvers (default: all registered)")
     p.add_argument("--schedules", nargs="+", type=schedule_name, default=None, help="schedules for our solvers")
     p.add_argument("--no-peers", action="store_true", help="run our solvers only")
-    p.add_argument("--nfes", nargs="+", type=positive_int, default=list(DEFAULT_NFES))
+    p.add_argument("--nfes", nargs="+", type=nfe_budget, default=list(DEFAULT_NFES))
     p.add_argument("--rtols", nargs="+", type=positive_float, default=None, help="tolerances of adaptive methods")
     p.add_argument("--seeds", nargs="+", type=nonneg_int, default=[0, 1])
     p.add_argument("--batch", type=positive_int, default=64, help="samples per seed")
