@@ -154,6 +154,16 @@ def test_train_refuses_bad_config_before_any_work(tmp_path, field, value, match)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kw,match", [({"log_every": 0}, "log_every must be an integer >= 1, got 0"),
+                                      ({"ckpt_every": -5}, "ckpt_every must be an integer >= 1"),
+                                      ({"ckpt_every_s": float("nan")}, "ckpt_every_s must be a finite number >= 0"),
+                                      ({"max_seconds": -1.0}, "max_seconds must be a finite number >= 0")])
+def test_train_refuses_bad_loop_arguments(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        train(_cfg(2), str(tmp_path / "out"), progress=False, **kw)
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_refuses_arch_kwargs_and_conditioning_it_cannot_use(tmp_path):
     cfg = _cfg(3)
     cfg.arch_kwargs = {"hidden": 32, "widht": 3}

@@ -2,7 +2,8 @@
 flattened images and 2-D data.  Both are ``f(x, t, labels=None) -> same shape as x`` with a
 sinusoidal embedding of ``t * t_scale`` and, when ``num_classes > 0``, a class embedding with
 one extra *null* label (index ``num_classes``) used for unconditional evaluation
-(classifier-free guidance).
+(classifier-free guidance).  The networks do not validate labels (that would break a compiled
+graph); :func:`check_labels` does, in the Denoiser layer.
 
     >>> import torch
     >>> from diffsolve.nets import build_net
@@ -17,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from .embed import check_labels
 from .mlp import MLP
 from .unet import UNet
 
@@ -35,4 +37,4 @@ def num_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-__all__ = ["UNet", "MLP", "build_net", "ARCHITECTURES", "num_params"]
+__all__ = ["UNet", "MLP", "build_net", "ARCHITECTURES", "num_params", "check_labels"]

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..data import DATASETS
 from ..denoisers import PREDICTIONS
@@ -21,7 +21,7 @@ from ..nets import ARCHITECTURES
 from ..paths import PATHS
 from .losses import NOISE_DISTS, WEIGHTINGS
 
-__all__ = ["TrainConfig", "DATA_SPLITS", "config_differences"]
+__all__ = ["TrainConfig", "DATA_SPLITS", "config_differences", "require_choice", "require_int", "require_real"]
 
 #: accepted ``data_split`` values (MNIST's splits; the other data sets have one)
 DATA_SPLITS = ("train", "valid", "train+valid", "test")
@@ -65,24 +65,24 @@ class TrainConfig:
         for name, accepted in (("data", DATASETS), ("data_split", DATA_SPLITS), ("arch", tuple(ARCHITECTURES)),
                                ("path", tuple(PATHS)), ("prediction", PREDICTIONS), ("noise_dist", NOISE_DISTS),
                                ("weighting", WEIGHTINGS)):
-            _choice(name, getattr(self, name), accepted)
+            require_choice(name, getattr(self, name), accepted)
         if not isinstance(self.arch_kwargs, dict):
             raise ValueError(f"arch_kwargs must be a dict of keyword arguments of {self.arch!r}, got {self.arch_kwargs!r}")
         if not isinstance(self.conditional, bool):
             raise ValueError(f"conditional must be True or False, got {self.conditional!r}")
-        _integer("steps", self.steps, 1)
-        _integer("batch_size", self.batch_size, 1)
-        _integer("warmup", self.warmup, 0)
-        _integer("threads", self.threads, 1)
-        _integer("seed", self.seed, 0, 2**63 - 1)
-        _real("lr", self.lr, "> 0", lambda v: v > 0)
-        _real("sigma_data", self.sigma_data, "> 0", lambda v: v > 0)
-        _real("p_std", self.p_std, "> 0", lambda v: v > 0)
-        _real("p_mean", self.p_mean, "", lambda v: True)
-        _real("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
-        _real("grad_clip", self.grad_clip, ">= 0 (0 = no clipping)", lambda v: v >= 0)
-        _real("ema_decay", self.ema_decay, "in [0, 1)", lambda v: 0 <= v < 1)
-        _real("label_dropout", self.label_dropout, "in [0, 1)", lambda v: 0 <= v < 1)
+        require_int("steps", self.steps, 1)
+        require_int("batch_size", self.batch_size, 1)
+        require_int("warmup", self.warmup, 0)
+        require_int("threads", self.threads, 1)
+        require_int("seed", self.seed, 0, 2**63 - 1)
+        require_real("lr", self.lr, "> 0", lambda v: v > 0)
+        require_real("sigma_data", self.sigma_data, "> 0", lambda v: v > 0)
+        require_real("p_std", self.p_std, "> 0", lambda v: v > 0)
+        require_real("p_mean", self.p_mean, "", lambda v: True)
+        require_real("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
+        require_real("grad_clip", self.grad_clip, ">= 0 (0 = no clipping)", lambda v: v >= 0)
+        require_real("ema_decay", self.ema_decay, "in [0, 1)", lambda v: 0 <= v < 1)
+        require_real("label_dropout", self.label_dropout, "in [0, 1)", lambda v: 0 <= v < 1)
         betas = self.betas
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_is_real(b) and 0 <= b < 1 for b in betas)):
             raise ValueError(f"betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {betas!r}")
@@ -99,18 +99,22 @@ def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+def require_choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+    """Refuse a ``value`` of ``name`` that is not one of the ``accepted`` strings."""
     if not isinstance(value, str) or value not in accepted:
         raise ValueError(f"unknown {name} {value!r}; accepted: {', '.join(accepted)}")
 
 
-def _integer(name: str, value: Any, low: int, high: int | None = None) -> None:
+def require_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """Refuse a ``value`` of ``name`` that is not an integer (bools are not) in ``low..high``."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value
     if not ok or (high is not None and value > high):
         rng = f">= {low}" if high is None else f"in {low}..{high}"
         raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
 
 
-def _real(name: str, value: Any, rule: str, ok: Any) -> None:
+def require_real(name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> None:
+    """Refuse a ``value`` of ``name`` that is not a finite real number with ``ok(value)``
+    (``rule`` says which, e.g. ``"> 0"``)."""
     if not _is_real(value) or not ok(value):
         raise ValueError(f"{name} must be a finite number{' ' + rule if rule else ''}, got {value!r}")

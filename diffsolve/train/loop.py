@@ -38,7 +38,7 @@ from ..data import load_dataset
 from ..io import atomic_write, atomic_write_text, remove_orphans
 from ..nets import build_net, num_params
 from ..paths import get_path
-from .config import TrainConfig, config_differences
+from .config import TrainConfig, config_differences, require_int, require_real
 from .losses import diffusion_loss
 
 __all__ = ["TrainConfig", "train", "ema_update"]
@@ -135,6 +135,14 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     cfg.check()
+    require_int("log_every", log_every, 1)
+    if ckpt_every is not None:
+        require_int("ckpt_every", ckpt_every, 1)
+    require_real("ckpt_every_s", ckpt_every_s, ">= 0", lambda v: v >= 0)
+    if max_seconds is not None:
+        require_real("max_seconds", max_seconds, ">= 0", lambda v: v >= 0)
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"out_dir {out_dir!r} is a file; pass a directory (new or one to resume)")
     torch.set_num_threads(cfg.threads)
