@@ -221,3 +221,26 @@ def test_resume_removes_orphans_of_a_killed_atomic_write(tmp_path):
     os.utime(other, (old, old))
     assert open_store(str(tmp_path / "s.csv")) == set()
     assert not orphan.exists() and fresh.exists() and other.exists()
+
+
+def test_a_stability_warning_becomes_the_rows_message(monkeypatch):
+    """A sweep runs unstable configurations on purpose: their warning is recorded in the row
+    (the report lists it), not printed once per cell."""
+    from diffsolve.bench import measure
+    from diffsolve.solvers import StabilityWarning
+
+    spec = SweepSpec(models=("gmm-2d",), methods=("diffsolve:dpm++2m[log-snr]",), nfes=(4,), seeds=(0,), batch=4,
+                     ref_steps=10, ref_rtol=1e-5)
+    ctx = measure.compute_context(spec, "gmm-2d", 0)
+    real = measure._run_ours
+
+    def unstable(*args):
+        warnings.warn("dpm++2m: this grid amplifies its error", StabilityWarning)
+        return real(*args)
+
+    monkeypatch.setattr(measure, "_run_ours", unstable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing escapes the cell
+        row = measure.run_cell(spec, make_cells(spec)[-1], ctx)
+    assert row["status"] == "ok" and row["nfe"] == 4
+    assert row["message"] == "warning: dpm++2m: this grid amplifies its error"

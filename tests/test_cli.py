@@ -218,3 +218,18 @@ def test_the_library_never_imports_the_command_line():
                                p.read_text(), re.M)]
     assert offenders == []
     assert not (root / "cli.py").exists() and not (root / "cli_sample.py").exists()
+
+
+def test_warnings_are_one_line(monkeypatch, capsys):
+    import warnings
+
+    import diffsolve.cli.sample as cli_sample
+    from diffsolve.solvers import StabilityWarning
+
+    def warn(args):
+        warnings.warn("heun: this grid\namplifies its error", StabilityWarning)
+        return 0
+
+    monkeypatch.setattr(cli_sample, "cmd_solvers", warn)
+    assert main(["solvers"]) == 0
+    assert capsys.readouterr().err == "diffsolve solvers: warning: heun: this grid amplifies its error\n"

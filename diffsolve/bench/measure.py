@@ -21,6 +21,7 @@ sampler ends with. Its own error is the RMS distance to torchdiffeq's dopri5 (rt
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..metrics.features import class_accuracy
 from ..metrics.frechet import frechet_distance
 from ..paths import Path
 from ..sample import sample
-from ..solvers import NoiseSource
+from ..solvers import NoiseSource, StabilityWarning
 from .cells import Cell
 from .methods import parse_method
 from .networks import BoundNet, cond_for, model_network, model_path_prediction, one_thread
@@ -128,7 +129,8 @@ def _run_ours(spec: SweepSpec, info: dict[str, Any], cell: Cell, bnet: BoundNet,
 
 
 def run_cell(spec: SweepSpec, cell: Cell, ctx: Context) -> dict[str, Any]:
-    """Compute one cell; failures become rows with status ``error`` (nothing is raised)."""
+    """Compute one cell; failures become rows with status ``error`` (nothing is raised), and a
+    :class:`~diffsolve.solvers.StabilityWarning` of the run becomes the row's message."""
     info = parse_method(cell.method)
     path_name, prediction = model_path_prediction(cell.model, spec.path, spec.prediction)
     row: dict[str, Any] = {"model": cell.model, "path": path_name, "prediction": prediction, "batch": spec.batch,
@@ -136,38 +138,47 @@ def run_cell(spec: SweepSpec, cell: Cell, ctx: Context) -> dict[str, Any]:
                            "schedule": info["schedule"],
                            "options": ",".join(f"{k}={v}" for k, v in info["options"].items()),
                            "kind": info["kind"], "budget": cell.budget, "status": "ok", "message": ""}
-    with one_thread(), torch.no_grad():
+    with one_thread(), torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StabilityWarning)
         try:
-            m, net, p, pred, exact = model_network(cell.model, spec.path, spec.prediction)
-            bnet = BoundNet(net, cond_for(m, spec.batch))
-            if info["kind"] == "reference":
-                row.update(nfe=ctx.ref_nfe, rms=mx.rms_error(ctx.check, ctx.ref),
-                           message=f"RK4 in lambda, {spec.ref_steps} steps + final denoise ({ctx.ref_nfe} NFE) vs "
-                                   f"{ctx.check_label} + final denoise ({ctx.check_nfe} NFE)")
-                return row
-            if info["kind"] == "floor":
-                if not exact:
-                    row.update(status="skipped", message="no exact samples for a trained model")
-                    return row
-                row.update(nfe=0, sliced_w2=mx.sliced_w2(ctx.exact_b, ctx.exact_a, spec.n_proj, cell.seed),
-                           mmd=mx.mmd(ctx.exact_b, ctx.exact_a), mode_tv=mx.mode_tv_floor(m.weights, spec.batch),
-                           message="two independent exact sample sets of the batch size (mode TV: exact expectation)")
-                return row
-            if info["lib"] == "diffsolve":
-                x, nfe = _run_ours(spec, info, cell, bnet, p, pred, ctx)
-            else:
-                why = available(info["lib"]) or applicable(cell.method, p, pred)
-                if why is not None:
-                    row.update(status="skipped", message=why)
-                    return row
-                budget = cell.budget if PEERS[cell.method].kind == "adaptive" else int(cell.budget)
-                x, nfe = run_peer(cell.method, bnet, p, ctx.y0, budget, cell.seed, pred)
-            row["nfe"] = nfe
-            if info["kind"] != "adaptive" and nfe != int(cell.budget):
-                raise RuntimeError(f"counted {nfe} network calls for a budget of {int(cell.budget)}")
-            row.update(_metrics(spec, cell.model, x, ctx, cell.seed))
-            if not bool(torch.isfinite(x).all()):
-                row.update(status="nonfinite", message="samples contain NaN or inf")
+            _measure(spec, cell, ctx, info, row)
         except Exception as e:  # recorded, not raised: one broken configuration must not stop a sweep
             row.update(status="error", message=f"{type(e).__name__}: {e}"[:300])
+    unstable = [str(w.message) for w in caught if issubclass(w.category, StabilityWarning)]
+    if unstable and not row["message"]:
+        row["message"] = f"warning: {unstable[0]}"[:300]
     return row
+
+
+def _measure(spec: SweepSpec, cell: Cell, ctx: Context, info: dict[str, Any], row: dict[str, Any]) -> None:
+    """Fill ``row`` with the cell's NFE, metrics and status."""
+    m, net, p, pred, exact = model_network(cell.model, spec.path, spec.prediction)
+    bnet = BoundNet(net, cond_for(m, spec.batch))
+    if info["kind"] == "reference":
+        row.update(nfe=ctx.ref_nfe, rms=mx.rms_error(ctx.check, ctx.ref),
+                   message=f"RK4 in lambda, {spec.ref_steps} steps + final denoise ({ctx.ref_nfe} NFE) vs "
+                           f"{ctx.check_label} + final denoise ({ctx.check_nfe} NFE)")
+        return
+    if info["kind"] == "floor":
+        if not exact:
+            row.update(status="skipped", message="no exact samples for a trained model")
+            return
+        row.update(nfe=0, sliced_w2=mx.sliced_w2(ctx.exact_b, ctx.exact_a, spec.n_proj, cell.seed),
+                   mmd=mx.mmd(ctx.exact_b, ctx.exact_a), mode_tv=mx.mode_tv_floor(m.weights, spec.batch),
+                   message="two independent exact sample sets of the batch size (mode TV: exact expectation)")
+        return
+    if info["lib"] == "diffsolve":
+        x, nfe = _run_ours(spec, info, cell, bnet, p, pred, ctx)
+    else:
+        why = available(info["lib"]) or applicable(cell.method, p, pred)
+        if why is not None:
+            row.update(status="skipped", message=why)
+            return
+        budget = cell.budget if PEERS[cell.method].kind == "adaptive" else int(cell.budget)
+        x, nfe = run_peer(cell.method, bnet, p, ctx.y0, budget, cell.seed, pred)
+    row["nfe"] = nfe
+    if info["kind"] != "adaptive" and nfe != int(cell.budget):
+        raise RuntimeError(f"counted {nfe} network calls for a budget of {int(cell.budget)}")
+    row.update(_metrics(spec, cell.model, x, ctx, cell.seed))
+    if not bool(torch.isfinite(x).all()):
+        row.update(status="nonfinite", message="samples contain NaN or inf")

@@ -7,7 +7,8 @@
 
 One module per sub-command (:mod:`~diffsolve.cli.sample`, :mod:`~diffsolve.cli.bench`,
 :mod:`~diffsolve.cli.train`), the argument types they share in :mod:`~diffsolve.cli.args`.
-Every bad input is answered with one line on stderr and a non-zero exit, never a traceback:
+Every bad input is answered with one line on stderr and a non-zero exit, never a traceback
+(warnings, too, are one line: ``diffsolve CMD: warning: ...``):
 
     >>> main(["sample", "--nfe", "0"])   # stderr: diffsolve sample: error: argument --nfe: '0' is ...
     2
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from . import bench, sample, train
 from .args import Parser, command_line
@@ -48,6 +50,14 @@ def _message(e: BaseException) -> str:
     return " ".join(str(text).split()) or type(e).__name__
 
 
+def _warning_printer(prog: str):
+    """``warnings.showwarning`` for the command line: one line, ``PROG: warning: MESSAGE``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {_message(message) if isinstance(message, Exception) else message}",
+              file=sys.stderr)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = command_line(argv)
@@ -58,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     prog = f"diffsolve {args.command}"
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores showwarning on the way out
+            warnings.showwarning = _warning_printer(prog)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
