@@ -233,3 +233,12 @@ def test_warnings_are_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli_sample, "cmd_solvers", warn)
     assert main(["solvers"]) == 0
     assert capsys.readouterr().err == "diffsolve solvers: warning: heun: this grid amplifies its error\n"
+
+
+def test_bench_report_from_a_csv_that_is_not_a_sweep_names_the_file(tmp_path, capsys):
+    junk = tmp_path / "junk.csv"
+    junk.write_text("a,b\n1,2\n")
+    line = _refused(capsys, ["bench", "--from-csv", str(junk), "--out", str(tmp_path / "r")], str(junk),
+                    "not a sweep CSV", "model")
+    assert not (tmp_path / "r.md").exists()
+    assert line.count("\n") == 0

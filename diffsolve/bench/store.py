@@ -80,7 +80,11 @@ def read_rows(csv_path: str) -> list[dict[str, str]]:
         return []
     with open(csv_path, newline="") as f:
         text = f.read()
-    return list(csv.DictReader(io.StringIO(_whole_lines(text))))
+    reader = csv.DictReader(io.StringIO(_whole_lines(text)))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or COLUMNS)]
+    if missing:
+        raise ValueError(f"{csv_path} is not a sweep CSV: its header lacks {', '.join(missing)}")
+    return list(reader)
 
 
 def _repair(csv_path: str) -> None:
