@@ -127,6 +127,7 @@ def test_bench_refuses_before_anything_runs(tmp_path, capsys, args, words):
     (["--arch-kwargs", "[1]"], ["--arch-kwargs", "JSON object"]),
     (["--label-dropout", "1.5"], ["--label-dropout"]),
     (["--prediction", "noise"], ["--prediction", "eps"]),
+    (["--export-name", "../../escape"], ["--export-name", "plain name"]),
 ])
 def test_train_refuses_what_it_cannot_do(tmp_path, capsys, args, words):
     _refused(capsys, ["train", "--out", str(tmp_path / "run"), "--quiet", *args], *words)

@@ -32,9 +32,9 @@ from ..solvers import get_solver
 from ..validate import MAX_NFE
 
 __all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "seed_arg", "nfe_budget", "nfe_arg", "finite_float",
-           "positive_float", "nonneg_float", "probability", "name_in", "solver_name", "schedule_name", "path_name",
-           "prediction_name", "model_name", "method_arg", "json_object", "existing_file", "output_file", "add_quiet",
-           "command_line", "IMAGE_EXTENSIONS"]
+           "positive_float", "nonneg_float", "probability", "name_in", "library_check", "solver_name", "schedule_name",
+           "path_name", "prediction_name", "model_name", "method_arg", "json_object", "existing_file", "output_file",
+           "add_quiet", "command_line", "IMAGE_EXTENSIONS"]
 
 #: file types ``diffsolve sample --out`` can write (matplotlib's common formats)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".eps")
@@ -165,7 +165,7 @@ path_name = name_in("path", PATHS)
 prediction_name = name_in("prediction", PREDICTIONS)
 
 
-def _library_check(what: str, check: Callable[[str], Any]) -> Callable[[str], str]:
+def library_check(what: str, check: Callable[[str], Any]) -> Callable[[str], str]:
     """A type that asks the library (``check`` raises ValueError/TypeError naming the accepted
     values) and keeps the text."""
     def wrapped(text: str) -> str:
@@ -177,8 +177,8 @@ def _library_check(what: str, check: Callable[[str], Any]) -> Callable[[str], st
     return _type(what, wrapped)
 
 
-solver_name = _library_check("solver", get_solver)
-method_arg = _library_check("method", parse_method)
+solver_name = library_check("solver", get_solver)
+method_arg = library_check("method", parse_method)
 
 
 def model_name(text: str) -> str:

@@ -16,9 +16,9 @@ import shlex
 from ..data import DATASETS
 from ..nets import ARCHITECTURES
 from ..train import NOISE_DISTS, PRESETS, WEIGHTINGS, TrainConfig, preset, train
-from ..train.export import EXPORT_DTYPES, export_run
-from .args import (add_quiet, json_object, name_in, nonneg_float, nonneg_int, path_name, positive_float, positive_int,
-                   prediction_name, probability, seed_arg)
+from ..train.export import EXPORT_DTYPES, check_export_name, export_run
+from .args import (add_quiet, json_object, library_check, name_in, nonneg_float, nonneg_int, path_name,
+                   positive_float, positive_int, prediction_name, probability, seed_arg)
 
 __all__ = ["add_parser", "cmd_train"]
 
@@ -63,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/NAME); resumes if it holds state.pt")
     p.add_argument("--restart", action="store_true", help="ignore an existing state.pt")
     p.add_argument("--export", action="store_true", help="copy the EMA weights to the shipped models")
-    p.add_argument("--export-name", default=None)
+    p.add_argument("--export-name", default=None, type=library_check("export_name", check_export_name),
+                   help="the shipped name to export as (default: the preset's or the data's)")
     p.add_argument("--export-dtype", default="float16", type=name_in("export dtype", EXPORT_DTYPES))
     p.add_argument("--max-seconds", type=positive_float, default=None, help="stop (and checkpoint) after this wall time")
     p.add_argument("--ckpt-every-s", type=positive_float, default=300.0, help="seconds between checkpoints")

@@ -9,21 +9,42 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import torch
 from safetensors.torch import load_file
 
 from ..models.checkpoint import WEIGHTS_DIR, save
+from ..models.gmm import BUILTINS
 
-__all__ = ["export_run", "EXPORT_DTYPES"]
+__all__ = ["export_run", "check_export_name", "EXPORT_DTYPES"]
 
 EXPORT_DTYPES = ("float16", "float32")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_export_name(name: str) -> str:
+    """A shipped model's name: letters, digits, ``_``, ``.``, ``-`` (no path), not an exact mixture's.
+
+    >>> check_export_name("digits-long")
+    'digits-long'
+    >>> check_export_name("../escape")
+    Traceback (most recent call last):
+    ...
+    ValueError: export name '../escape' must be a plain name (letters, digits, '_', '.', '-'; no path)
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name.endswith((".json", ".safetensors")):
+        raise ValueError(f"export name {name!r} must be a plain name (letters, digits, '_', '.', '-'; no path)")
+    if name in BUILTINS:
+        raise ValueError(f"export name {name!r} is an exact mixture's; choose another")
+    return name
 
 
 def export_run(out_dir: str, name: str, dtype: str = "float16", preset: str | None = None) -> str:
     """Copy the EMA checkpoint of the run in ``out_dir`` to the shipped weights as ``name``
     (weights stored as ``dtype``); with ``preset`` (a run that followed the preset unchanged but
     for its steps), record the command that reproduces it. Returns the written JSON's path."""
+    check_export_name(name)
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"export dtype {dtype!r} is not supported; accepted: {', '.join(EXPORT_DTYPES)}")
     meta_path = os.path.join(out_dir, "model.json")
