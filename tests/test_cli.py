@@ -77,6 +77,7 @@ def _refused(capsys, argv, *words):
     (["--nfe", "1000000000000"], ["--nfe", "100000"]),
     (["--num", "0"], ["--num"]),
     (["--num", "-5"], ["--num"]),
+    (["--num", "1000000000000"], ["--num", "--seed"]),
     (["--seed", "-1"], ["--seed"]),
     (["--guidance", "nan"], ["--guidance", "finite"]),
     (["--schedule", "karas"], ["--schedule", "'karas'", "karras", "log-snr"]),
@@ -175,6 +176,7 @@ def test_nfe_errors_speak_the_flag_not_python(monkeypatch, capsys):
 
 @pytest.mark.parametrize("exc,rc,words", [
     (KeyError("no such key"), 2, ["error: no such key"]),          # a KeyError without its quotes
+    (MemoryError(), 2, ["error: out of memory; ask for less"]),
     (FloatingPointError("non-finite\nsamples"), 2, ["non-finite samples"]),
     (type("Boom", (Exception,), {})("surprise"), 1, ["unexpected Boom: surprise", "DIFFSOLVE_TRACEBACK=1"]),
 ])

@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("DIFFSOLVE_TRACEBACK", "") not in ("", "0"):
             raise
+        if isinstance(e, MemoryError):
+            print(f"{prog}: error: out of memory{': ' + _message(e) if str(e) else ''}; ask for less "
+                  "(fewer samples, a smaller batch)", file=sys.stderr)
+            return 2
         if isinstance(e, DIFFSOLVE_ERRORS):
             print(f"{prog}: error: {_message(e)}", file=sys.stderr)
             return 2

@@ -31,10 +31,10 @@ from ..schedules import SCHEDULES
 from ..solvers import get_solver
 from ..validate import MAX_NFE
 
-__all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "seed_arg", "nfe_budget", "nfe_arg", "finite_float",
+__all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "sample_count", "seed_arg", "nfe_budget", "nfe_arg", "finite_float",
            "positive_float", "nonneg_float", "probability", "name_in", "library_check", "solver_name", "schedule_name",
            "path_name", "prediction_name", "model_name", "method_arg", "json_object", "existing_file", "output_file",
-           "add_quiet", "command_line", "IMAGE_EXTENSIONS"]
+           "add_quiet", "command_line", "IMAGE_EXTENSIONS", "MAX_SAMPLES"]
 
 #: file types ``diffsolve sample --out`` can write (matplotlib's common formats)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".eps")
@@ -85,6 +85,19 @@ def nonneg_int(text: str) -> int:
     v = _int(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"{v} is negative; expected an integer >= 0")
+    return v
+
+
+#: the most samples one ``diffsolve sample`` run draws (more: several runs with other --seed)
+MAX_SAMPLES = 1_000_000
+
+
+def sample_count(text: str) -> int:
+    """A number of samples: an integer in [1, MAX_SAMPLES]."""
+    v = positive_int(text)
+    if v > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"{v} samples is more than the {MAX_SAMPLES} one run draws; "
+                                          "split the work over several runs with different --seed")
     return v
 
 

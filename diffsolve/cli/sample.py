@@ -22,7 +22,7 @@ from ..plots import save_samples
 from ..sample import sample
 from ..solvers import SOLVERS, NFEError, NoiseSource, get_solver, list_solvers
 from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, finite_float, model_name, nfe_arg, nonneg_float,
-                   nonneg_int, output_file, path_name, positive_float, positive_int, schedule_name, seed_arg,
+                   nonneg_int, output_file, path_name, positive_float, sample_count, schedule_name, seed_arg,
                    solver_name)
 
 __all__ = ["add_parsers", "cmd_sample", "cmd_solvers", "quality_lines", "cli_nfe_hint"]
@@ -177,7 +177,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", default="karras", type=schedule_name)
     p.add_argument("--path", default=None, type=path_name,
                    help="path whose noise range the schedule spans (default: the model's)")
-    p.add_argument("--num", type=positive_int, default=1000, help="number of samples")
+    p.add_argument("--num", type=sample_count, default=1000, help="number of samples")
     p.add_argument("--seed", type=seed_arg, default=0, help="first per-sample seed")
     p.add_argument("--label", type=nonneg_int, nargs="+", default=None, help="class labels (cycled) for conditional models")
     p.add_argument("--guidance", type=finite_float, default=1.0,
