@@ -170,6 +170,9 @@ class Solver:
     nfe_rule: ClassVar[str] = "1 per step"
     #: the schedule kind the solver is usually run with
     default_schedule: ClassVar[str] = "karras"
+    #: what :meth:`grid_warning` advises when this solver amplifies on a grid (measured on the
+    #: exact mixtures; see :mod:`diffsolve.solvers.stability`)
+    stability_advice: ClassVar[str] = "use more steps, or dpm++2m (within 1.9x the data's RMS on every grid measured)"
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

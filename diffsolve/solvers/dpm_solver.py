@@ -142,6 +142,10 @@ def _single_step(y: Tensor, s: float, s_next: float, d0: Tensor, denoise, order:
     return dpm_solver_3_update(y, s, s_next, d0, denoise)[0]
 
 
+_THIRD_ORDER_ADVICE = ("measured on the exact mixtures: samples up to 1.3e3x the data's RMS at nfe=4 (ddpm-cosine); "
+                       "dpm++2s stayed within 1.01x and dpm++2m within 1.9x on every grid measured")
+
+
 @register
 class DPMSolver2(SingleStepSolver):
     """DPM-Solver-2: single-step, second order, noise-prediction form (Algorithm 1).
@@ -154,6 +158,8 @@ class DPMSolver2(SingleStepSolver):
     order = 2
     paper = "DPM-Solver (Lu et al. 2022), Algorithm 1 (DPM-Solver-2, r1 = 1/2)"
     evals_per_step = 2
+    stability_advice = ("measured on the exact mixtures: samples up to 640x the data's RMS at nfe=3 (flow); dpm++2s, "
+                        "its data-prediction form at the same cost, stayed within 1.01x on every grid measured")
     default_schedule = "log-snr"
 
     def __init__(self, r1: float = 0.5):
@@ -173,6 +179,7 @@ class DPMSolver3(SingleStepSolver):
     order = 3
     paper = "DPM-Solver (Lu et al. 2022), Algorithm 2 (DPM-Solver-3, r1 = 1/3, r2 = 2/3)"
     evals_per_step = 3
+    stability_advice = _THIRD_ORDER_ADVICE
     default_schedule = "log-snr"
 
     def update(self, y, s, s_next, d0, denoise):
@@ -236,6 +243,7 @@ class DPMSolverFast(Solver):
     paper = "DPM-Solver (Lu et al. 2022), Sec. 3.4 (DPM-Solver-fast), steps uniform in lambda"
     nfe_rule = "any budget K >= 1: orders [3,...,3,2,1] / [3,...,3,1] / [3,...,3,2,2,1] by K mod 3"
     evals_per_step = 3
+    stability_advice = _THIRD_ORDER_ADVICE
     default_schedule = "log-snr"
 
     def __init__(self, orders: Sequence[int] | None = None):

@@ -155,6 +155,8 @@ class DPMSolverPP3M(_DPMSolverPPMultistep):
     aliases = ("dpmpp_3m", "dpm-solver++3m")
     order = 3  # of the default "taylor" variant (VARIANTS)
     max_order = 3
+    stability_advice = ("measured on the exact mixtures: samples up to 7x the data's RMS on time grids (edm, nfe=21) "
+                        "and 2.3x at nfe=9 (karras, flow); dpm++2m stayed within 1.9x on every grid measured")
     paper = "DPM-Solver++ (Lu et al. 2022), multistep third order (reference code / diffusers)"
     #: variant -> (weight of the - phi_3 D2 term, global order measured on the exact mixtures)
     VARIANTS = {"reference": (1.0, 2), "taylor": (2.0, 3)}

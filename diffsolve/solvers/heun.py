@@ -35,6 +35,9 @@ class Heun(SingleStepSolver):
     order = 2
     paper = "Elucidating the Design Space of Diffusion-Based Generative Models (Karras et al. 2022), Alg. 1"
     evals_per_step = 2
+    stability_advice = ("measured on the exact mixtures: samples up to 3.5e4x the data's RMS at nfe=3 (karras, "
+                        "ddpm-cosine) and 3.5x at nfe=9 (karras, edm); dpm++2s (also 2 evaluations per step) stayed "
+                        "within 1.01x and dpm++2m within 1.9x on every grid measured")
 
     def update(self, y, s, s_next, d0, denoise):
         return heun_update(y, s, s_next, d0, denoise)

@@ -26,6 +26,8 @@ class RK4(SingleStepSolver):
     order = 4
     paper = "classic Runge-Kutta (Kutta 1901) in lambda = log-SNR/2 (reference solver)"
     evals_per_step = 4
+    stability_advice = ("measured on the exact mixtures: samples up to 1e7x the data's RMS at nfe=9 (ddpm-cosine); "
+                        "rk4 is a reference for hundreds of steps: at small budgets use dpm++2m or dpm++2s")
     default_schedule = "log-snr"
 
     def update(self, y: Tensor, s: float, s_next: float, d0: Tensor, denoise) -> Tensor:
