@@ -113,6 +113,7 @@ def test_sample_refuses_bad_input_naming_the_flag(capsys, args, words):
     (["--seeds", "-1"], ["--seeds"]),
     (["--rtols", "0"], ["--rtols"]),
     (["--from-csv", "/no/such.csv"], ["--from-csv"]),
+    (["--ref-steps", "100000"], ["--ref-steps", "24999"]),           # refused by SweepSpec, named as the flag
 ])
 def test_bench_refuses_before_anything_runs(tmp_path, capsys, args, words):
     _refused(capsys, ["bench", "--models", "gmm-2d", "--out", str(tmp_path / "b"), *args], *words)

@@ -10,7 +10,7 @@ A sweep is models x methods x budgets x seeds. Methods are named by keys (see
     >>> SweepSpec(models=("gmm-2d",), nfes=(0, 8))
     Traceback (most recent call last):
     ...
-    ValueError: SweepSpec nfes must be integers in [1, 100000], got 0
+    diffsolve.bench.spec.SpecError: SweepSpec nfes must be integers in [1, 100000], got 0
 """
 
 from __future__ import annotations
@@ -24,12 +24,20 @@ from ..denoisers import PREDICTIONS
 from ..paths import PATHS
 from ..validate import MAX_NFE
 
-__all__ = ["SweepSpec", "DEFAULT_NFES", "DEFAULT_SCHEDULES", "DEFAULT_RTOLS", "DEFAULT_MODELS"]
+__all__ = ["SweepSpec", "SpecError", "DEFAULT_NFES", "DEFAULT_SCHEDULES", "DEFAULT_RTOLS", "DEFAULT_MODELS"]
 
 DEFAULT_MODELS = ("gmm-2d", "gmm-64", "gmm-3072")
 DEFAULT_NFES = (3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 50)
 DEFAULT_SCHEDULES = ("log-snr", "karras", "time-linspace", "time-quadratic", "time")
 DEFAULT_RTOLS = (0.1, 0.03, 0.01, 0.003, 0.001)
+
+
+class SpecError(ValueError):
+    """A field of a :class:`SweepSpec` that cannot run; ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"SweepSpec {field} {message}")
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -54,19 +62,20 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str) or not self.models or not all(isinstance(m, str) for m in self.models):
-            raise ValueError(f"SweepSpec models must be a non-empty sequence of model names, got {self.models!r}")
+            raise SpecError("models", f"must be a non-empty sequence of model names, got {self.models!r}")
         if isinstance(self.methods, str) or not all(isinstance(m, str) for m in self.methods):
-            raise ValueError(f"SweepSpec methods must be a sequence of method keys, got {self.methods!r}")
+            raise SpecError("methods", f"must be a sequence of method keys, got {self.methods!r}")
         _check_ints("nfes", self.nfes, 1, MAX_NFE)
         _check_ints("seeds", self.seeds, 0)
-        for name in ("batch", "ref_steps", "n_proj"):
+        for name in ("batch", "n_proj"):
             _check_ints(name, (getattr(self, name),), 1)
+        _check_ints("ref_steps", (self.ref_steps,), 1, (MAX_NFE - 1) // 4)  # RK4: 4 calls a step, + the final one
         _check_positive("rtols", self.rtols)
         _check_positive("ref_rtol", (self.ref_rtol,))
         if self.path not in PATHS:
-            raise ValueError(f"SweepSpec path {self.path!r} is unknown; accepted: {', '.join(PATHS)}")
+            raise SpecError("path", f"{self.path!r} is unknown; accepted: {', '.join(PATHS)}")
         if self.prediction not in PREDICTIONS:
-            raise ValueError(f"SweepSpec prediction {self.prediction!r} is unknown; accepted: {', '.join(PREDICTIONS)}")
+            raise SpecError("prediction", f"{self.prediction!r} is unknown; accepted: {', '.join(PREDICTIONS)}")
 
 
 def _is_int(v: Any) -> bool:
@@ -77,10 +86,10 @@ def _check_ints(name: str, values: Sequence[Any], minimum: int, maximum: int | N
     bad = [v for v in values if not _is_int(v) or v < minimum or (maximum is not None and v > maximum)]
     if bad or isinstance(values, str):
         within = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"SweepSpec {name} must be integers {within}, got {bad[0] if bad else values!r}")
+        raise SpecError(name, f"must be integers {within}, got {bad[0] if bad else values!r}")
 
 
 def _check_positive(name: str, values: Sequence[Any]) -> None:
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0]
     if bad:
-        raise ValueError(f"SweepSpec {name} must be finite numbers > 0, got {bad[0]!r}")
+        raise SpecError(name, f"must be finite numbers > 0, got {bad[0]!r}")

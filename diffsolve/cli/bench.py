@@ -22,10 +22,10 @@ from ..bench.methods import default_methods
 from ..bench.overhead import format_overhead, measure_overhead
 from ..bench.report import write_report
 from ..bench.run import run_sweep
-from ..bench.spec import DEFAULT_MODELS, DEFAULT_NFES, DEFAULT_SCHEDULES, SweepSpec
+from ..bench.spec import DEFAULT_MODELS, DEFAULT_NFES, DEFAULT_SCHEDULES, SpecError, SweepSpec
 from ..io import atomic_write_json, atomic_write_text
-from .args import (add_quiet, existing_file, method_arg, model_name, nfe_budget, nonneg_int, path_name, positive_float,
-                   positive_int, prediction_name, schedule_name, solver_name)
+from .args import (UsageError, add_quiet, existing_file, method_arg, model_name, nfe_budget, nonneg_int, path_name,
+                   positive_float, positive_int, prediction_name, schedule_name, solver_name)
 
 __all__ = ["add_parser", "cmd_bench"]
 
@@ -43,8 +43,12 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
     methods = args.methods or default_methods(schedules=tuple(args.schedules or DEFAULT_SCHEDULES),
                                               peers=not args.no_peers, solvers=args.solvers)
     kw: dict[str, Any] = {} if args.rtols is None else {"rtols": tuple(args.rtols)}
-    return SweepSpec(models=tuple(args.models), methods=tuple(methods), nfes=tuple(args.nfes), seeds=tuple(args.seeds),
-                     batch=args.batch, path=args.path, prediction=args.prediction, ref_steps=args.ref_steps, **kw)
+    try:
+        return SweepSpec(models=tuple(args.models), methods=tuple(methods), nfes=tuple(args.nfes),
+                         seeds=tuple(args.seeds), batch=args.batch, path=args.path, prediction=args.prediction,
+                         ref_steps=args.ref_steps, **kw)
+    except SpecError as e:  # the flag of the field
+        raise UsageError(f"argument --{e.field.replace('_', '-')}: {e}") from None
 
 
 def _sweep(args: argparse.Namespace) -> str:
