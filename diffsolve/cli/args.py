@@ -31,7 +31,7 @@ from ..schedules import SCHEDULES
 from ..solvers import get_solver
 from ..validate import MAX_NFE
 
-__all__ = ["Parser", "UsageError", "positive_int", "nonneg_int", "sample_count", "seed_arg", "nfe_budget", "nfe_arg", "finite_float",
+__all__ = ["Parser", "UsageError", "int_range", "float_range", "positive_int", "nonneg_int", "sample_count", "seed_arg", "nfe_budget", "nfe_arg", "finite_float",
            "positive_float", "nonneg_float", "probability", "name_in", "library_check", "solver_name", "schedule_name",
            "path_name", "prediction_name", "model_name", "method_arg", "json_object", "existing_file", "output_file",
            "add_quiet", "command_line", "IMAGE_EXTENSIONS", "MAX_SAMPLES"]
@@ -58,68 +58,57 @@ def _type(name: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
     return check
 
 
-def _int(text: str) -> int:
+def _parse(conv: Callable[[str], Any], text: str, what: str) -> Any:
     try:
-        return int(text)
+        return conv(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
 
 
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+def int_range(lo: int, hi: int | None = None, above: str = "") -> Callable[[str], int]:
+    """A type for an integer in [lo, hi] (no upper end when ``hi`` is None); ``above`` tells a
+    value above ``hi`` what to do instead."""
+    def check(text: str) -> int:
+        v = _parse(int, text, "an integer")
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{v} is not {'a positive integer' if lo == 1 else f'an integer >= {lo}'}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{v} is more than {hi}{above}")
+        return v
+    return _type(f"int_in_{lo}_{hi}", check)
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    v = _int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
-    return v
-
-
-def nonneg_int(text: str) -> int:
-    """An integer >= 0 (seeds, labels, warm-up steps)."""
-    v = _int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} is negative; expected an integer >= 0")
-    return v
+def float_range(what: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
+                hi_open: bool = False, infinite: bool = False) -> Callable[[str], float]:
+    """A type for a number in [lo, hi] (``lo_open`` / ``hi_open``: the end excluded), finite
+    unless ``infinite``; refusals say it is not ``what``."""
+    def check(text: str) -> float:
+        v = _parse(float, text, "a number")
+        ok = (not math.isnan(v) and (infinite or math.isfinite(v)) and (v > lo if lo_open else v >= lo)
+              and (v < hi if hi_open else v <= hi))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return v
+    return _type(what.replace(" ", "_"), check)
 
 
 #: the most samples one ``diffsolve sample`` run draws (more: several runs with other --seed)
 MAX_SAMPLES = 1_000_000
 
-
-def sample_count(text: str) -> int:
-    """A number of samples: an integer in [1, MAX_SAMPLES]."""
-    v = positive_int(text)
-    if v > MAX_SAMPLES:
-        raise argparse.ArgumentTypeError(f"{v} samples is more than the {MAX_SAMPLES} one run draws; "
-                                          "split the work over several runs with different --seed")
-    return v
-
-
-def seed_arg(text: str) -> int:
-    """A seed: an integer in [0, 2**63)."""
-    v = nonneg_int(text)
-    if v >= 2 ** 63:
-        raise argparse.ArgumentTypeError(f"{v} is too large; seeds are integers in [0, 2**63)")
-    return v
-
-
-def nfe_budget(text: str) -> int:
-    """A number of network evaluations: an integer in [1, MAX_NFE]."""
-    v = positive_int(text)
-    if v > MAX_NFE:
-        raise argparse.ArgumentTypeError(f"{v} is more than the {MAX_NFE} network calls the driver accepts; "
-                                          "fast solvers need 5-50")
-    return v
+positive_int = int_range(1)
+nonneg_int = int_range(0)                                              # labels, seeds of a sweep, warm-up steps
+sample_count = int_range(1, MAX_SAMPLES, " samples, the most one run draws; split the work over several runs "
+                                         "with different --seed")
+seed_arg = int_range(0, 2 ** 63 - 1, "; seeds are integers in [0, 2**63)")
+nfe_budget = int_range(1, MAX_NFE, " network calls, the most the driver accepts; fast solvers need 5-50")
+finite_float = float_range("a finite number")
+positive_float = float_range("a positive finite number", 0.0, lo_open=True)
+nonneg_float = float_range("a number >= 0 (inf allowed)", 0.0, infinite=True)
+probability = float_range("a number in [0, 1)", 0.0, 1.0, hi_open=True)
 
 
 def nfe_arg(text: str) -> int | None:
-    """A number of network evaluations (:func:`nfe_budget`), or ``none`` / ``auto`` (None: an
+    """A number of network evaluations (``nfe_budget``), or ``none`` / ``auto`` (None: an
     adaptive solver decides from ``--rtol/--atol``)."""
     if text.lower() in ("none", "auto"):
         return None
@@ -128,38 +117,6 @@ def nfe_arg(text: str) -> int | None:
     except argparse.ArgumentTypeError as e:
         raise argparse.ArgumentTypeError(f"{e}; or 'none' for adaptive solvers (the NFE follows from --rtol/--atol)") \
             from None
-
-
-def finite_float(text: str) -> float:
-    """A finite number."""
-    v = _float(text)
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    v = finite_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return v
-
-
-def nonneg_float(text: str) -> float:
-    """A number >= 0 (``inf`` allowed: an open upper end)."""
-    v = _float(text)
-    if math.isnan(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
-    return v
-
-
-def probability(text: str) -> float:
-    """A number in [0, 1)."""
-    v = finite_float(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in [0, 1)")
-    return v
 
 
 def name_in(what: str, names: Iterable[str]) -> Callable[[str], str]:
