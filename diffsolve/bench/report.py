@@ -1,4 +1,4 @@
-"""Markdown tables and a log-log plot from sweep CSVs (:mod:`diffsolve.bench.sweep`).
+"""Markdown tables and a log-log plot from sweep CSVs (:mod:`diffsolve.bench.store`).
 
 For every model (with its path, prediction, batch and seeds stated next to the numbers):
 
