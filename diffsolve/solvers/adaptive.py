@@ -105,6 +105,10 @@ class _AdaptiveDPMSolver(Solver):
 
     adaptive = True
     default_schedule = "log-snr"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.nfe_rule = f"adaptive (rtol/atol): {cls.evals_per_step} per attempted step, 1 for a final step to s=0"
     #: smallest step (in lambda) before the run is declared stuck
     H_MIN = 1e-10
 
@@ -171,7 +175,7 @@ class _AdaptiveDPMSolver(Solver):
             t = s_end if last else level_at(s, h, 1.0)
             d0 = denoise(y, s)
             y_high, y_low = self.pair(y, s, t, d0, denoise)
-            # Alg. 4 with the relative tolerance on the variance-preserving state (module docstring):
+            # [DPM-Solver Alg. 4] with the relative tolerance on the variance-preserving state (module docstring):
             # y_prev is carried to the target level's scale, x_prev * sqrt(1 + t^2)
             E = float(error_ratio(y_high, y_low, y_prev * (vp_scale(s) / vp_scale(t)), self.rtol, self.atol,
                                   self.error_norm))
@@ -202,7 +206,6 @@ class DPMSolver12(_AdaptiveDPMSolver):
     aliases = ("dpm_solver_12", "dpm-solver-adaptive-2")
     order = 2
     paper = "DPM-Solver (Lu et al. 2022), Sec. 3.5 / Algorithm 4 (adaptive, orders 1-2)"
-    nfe_rule = "adaptive (rtol/atol): 2 per attempted step, 1 for a final step to s=0"
     evals_per_step = 2
 
     def pair(self, y, s, s_next, d0, denoise):
@@ -218,7 +221,6 @@ class DPMSolver23(_AdaptiveDPMSolver):
     aliases = ("dpm_solver_23", "dpm-solver-adaptive", "dpm-solver-adaptive-3")
     order = 3
     paper = "DPM-Solver (Lu et al. 2022), Sec. 3.5 / Algorithm 4 (adaptive, orders 2-3)"
-    nfe_rule = "adaptive (rtol/atol): 3 per attempted step, 1 for a final step to s=0"
     evals_per_step = 3
 
     def pair(self, y, s, s_next, d0, denoise):

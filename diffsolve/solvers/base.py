@@ -25,7 +25,7 @@ Shared conventions, so that no solver special-cases a model family:
 from __future__ import annotations
 
 import dataclasses
-import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -206,8 +206,9 @@ class Solver:
         return self
 
     def steps_for_nfe(self, nfe: int, final_zero: bool = True) -> int:
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        if isinstance(nfe, bool) or not isinstance(nfe, numbers.Integral) or nfe < 1:
             raise NFEError(f"nfe must be a positive integer, got {nfe!r}")
+        nfe = int(nfe)  # numpy integers
         # start the scan near the answer (the scan is O(n^2) step_cost calls from n = 1); fall back
         # to n = 1 if the guess already meets the budget (a cost rule that is not near-uniform)
         n = max(1, nfe // max(self.evals_per_step, 1) - 2)

@@ -58,15 +58,11 @@ scale of log s, which is the usual case.  The coefficients are Python floats fro
 
 iPNDM (solvers/ipndm.py) is the rho-variable scheme with orders up to 4: it shares :func:`ab_update`.
 
-Example::
+Example: the weights of (EI-q) on a three-level history (they sum to 1 - e^{-h})::
 
-    >>> import torch, diffsolve
-    >>> from diffsolve.models.gmm import builtin
-    >>> g = builtin("gmm-2d")
-    >>> noise = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    >>> res = diffsolve.sample(g, noise, solver="deis", nfe=10, schedule="log-snr", order=3)
-    >>> res.nfe, bool(torch.isfinite(res.samples).all())
-    (10, True)
+    >>> w = ei_weights([1.0, 2.0, 4.0], 0.5)
+    >>> round(sum(w), 12) == round(1 - 0.5 / 1.0, 12)
+    True
 """
 
 from __future__ import annotations

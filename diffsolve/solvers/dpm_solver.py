@@ -14,7 +14,7 @@ Dividing by alpha_t (y = x / alpha, s = sigma / alpha = e^{-lambda}) removes the
     y_t = y_s - int_{lambda_s}^{lambda_t} e^{-lambda} eps dlambda,      eps = (y - D(y, s)) / s,
 
 i.e. dy/dlambda = -s eps = D - y, the canonical probability-flow ODE.  With eps held constant
-(DPM-Solver-1, eq. 3.7 with k = 1), using int e^{-lambda} = s_s - s_t = s_t expm1(h):
+(DPM-Solver-1, [DPM-Solver Eq. 3.7] with k = 1), using int e^{-lambda} = s_s - s_t = s_t expm1(h):
 
     y_t = y_s - s_t expm1(h) eps_s,        h = lambda_t - lambda_s,                      (3.7)
 
@@ -59,6 +59,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 from torch import Tensor
@@ -199,8 +200,9 @@ def fast_orders(nfe: int, final_zero: bool = True) -> tuple[int, ...]:
     >>> fast_orders(10), fast_orders(11), fast_orders(11, final_zero=False), fast_orders(12)
     ((3, 3, 3, 1), (3, 3, 2, 2, 1), (3, 3, 3, 2), (3, 3, 3, 2, 1))
     """
-    if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
+    if isinstance(nfe, bool) or not isinstance(nfe, numbers.Integral) or nfe < 1:
         raise NFEError(f"nfe must be a positive integer, got {nfe!r}")
+    nfe = int(nfe)  # numpy integers
     m, rem = nfe // 3 + 1, nfe % 3
     if rem == 0:
         orders = [3] * (m - 2) + [2, 1]

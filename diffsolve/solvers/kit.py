@@ -7,21 +7,22 @@
 * :func:`bc`: broadcast a scalar or a per-row level against a batch;
 * the multistep order rule (:func:`multistep_order`, :func:`check_lower_order_final`);
 * option validators (:func:`check_int`, :func:`check_number`, :func:`check_bool`,
-  :func:`check_choice`) that every solver's ``__init__`` uses, so that ``order=True``,
-  ``eta="a"`` or ``r1=nan`` are refused with an error naming the solver, the option, the value
-  and what is accepted.
+  :func:`check_choice`, from :mod:`diffsolve.checks`, re-exported) that every solver's
+  ``__init__`` uses, so that ``order=True``, ``eta="a"`` or ``r1=nan`` are refused with an error
+  naming the solver, the option, the value and what is accepted.
 
-This module imports nothing from the package: every solver file may import it.
+This module imports nothing from the solver package: every solver file may import it.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..checks import check_bool, check_choice, check_int, check_number
 
 __all__ = ["bc", "step_size", "level_at", "eps_of", "LOWER_ORDER_FINAL_BELOW", "multistep_order",
            "check_lower_order_final", "check_int", "check_number", "check_bool", "check_choice"]
@@ -66,10 +67,10 @@ def eps_of(y: Tensor, d: Tensor, s: Tensor | float) -> Tensor:
 LOWER_ORDER_FINAL_BELOW = 15
 
 
-def check_lower_order_final(value: bool | str, owner: str = "solver") -> bool | str:
+def check_lower_order_final(value: Any, owner: str = "solver") -> bool | str:
     """Validate a ``lower_order_final`` option: True, False or ``"last"``."""
     if not (value is True or value is False or (isinstance(value, str) and value == "last")):
-        raise _refuse(owner, "lower_order_final", value, "True, False or 'last'")
+        raise ValueError(f"{owner}: lower_order_final={value!r} is not accepted; accepted: True, False or 'last'")
     return value
 
 
@@ -100,67 +101,3 @@ def multistep_order(i: int, n_steps: int, order: int, lower_order_final: bool | 
         elif i == n_steps - 1:
             k = 1
     return k
-
-
-# -- option validators ----------------------------------------------------------------------
-def _refuse(owner: str, name: str, value: Any, accepted: str) -> ValueError:
-    return ValueError(f"{owner}: {name}={value!r} is not accepted; accepted: {accepted}")
-
-
-def check_int(owner: str, name: str, value: Any, choices: Sequence[int] | None = None,
-              minimum: int = 1) -> int:
-    """An integer option (numpy integers accepted, bools refused), one of ``choices`` if given,
-    else at least ``minimum``.
-
-    >>> check_int("unipc", "order", True, (1, 2, 3))
-    Traceback (most recent call last):
-    ...
-    ValueError: unipc: order=True is not accepted; accepted: 1, 2, 3
-    """
-    accepted = ", ".join(map(str, choices)) if choices is not None else f"an integer >= {minimum}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _refuse(owner, name, value, accepted)
-    v = int(value)
-    if (choices is not None and v not in choices) or (choices is None and v < minimum):
-        raise _refuse(owner, name, value, accepted)
-    return v
-
-
-def check_number(owner: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
-                 low_open: bool = False, high_open: bool = False) -> float:
-    """A finite real option in the interval from ``low`` to ``high`` (open ends as flagged);
-    bools, strings, complex numbers and NaN are refused.
-
-    >>> check_number("dpm-solver-2", "r1", float("nan"), 0, 1, low_open=True)
-    Traceback (most recent call last):
-    ...
-    ValueError: dpm-solver-2: r1=nan is not accepted; accepted: a finite number in (0, 1]
-    """
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if low == -math.inf and high == math.inf:
-        accepted = "a finite number"
-    elif high == math.inf:
-        accepted = f"a finite number {'>' if low_open else '>='} {low:g}"
-    else:
-        accepted = f"a finite number in {interval}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _refuse(owner, name, value, accepted)
-    v = float(value)
-    ok = (math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high))
-    if not ok:
-        raise _refuse(owner, name, value, accepted)
-    return v
-
-
-def check_bool(owner: str, name: str, value: Any) -> bool:
-    """A True/False option (1, 0, "yes" refused)."""
-    if not isinstance(value, bool):
-        raise _refuse(owner, name, value, "True or False")
-    return value
-
-
-def check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> str:
-    """A string option among ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise _refuse(owner, name, value, ", ".join(choices))
-    return value

@@ -25,14 +25,14 @@ for a VP or EDM model the same step is the RF-Solver step on the flow ODE that s
 canonical trajectory.  The final step to s = 0 is the first-order limit y = D(y, s) (one
 evaluation), which is also Euler in flow time to t = 0.
 
-Example::
+Example: the second evaluation of a step sits at the midpoint in flow time t = s / (1 + s)::
 
-    >>> import torch, diffsolve
-    >>> g = diffsolve.exact_model("gmm-2d")
-    >>> noise = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    >>> res = diffsolve.sample(g, noise, solver="rf-solver-2", nfe=9, schedule="log-snr")
-    >>> res.nfe, res.sigmas.numel() - 1
-    (9, 5)
+    >>> import diffsolve
+    >>> z = diffsolve.NoiseSource.initial([0, 1], (2,))
+    >>> res = diffsolve.sample(diffsolve.exact_model("gmm-2d"), z, solver="rf-solver-2", nfe=9, schedule="log-snr")
+    >>> t = [s / (1 + s) for s in res.eval_levels.tolist()]
+    >>> res.nfe, round(t[1], 12) == round((t[0] + t[2]) / 2, 12)
+    (9, True)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .base import register
 from .euler import SingleStepSolver
-from .kit import bc, eps_of
+from .kit import eps_of
 
 __all__ = ["RFSolver2", "rf_solver_2_update", "flow_velocity"]
 

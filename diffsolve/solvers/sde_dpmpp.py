@@ -85,7 +85,7 @@ def sde_dpmpp_update(y: Tensor, s: float, s_next: float, d: Tensor, history: tup
         H = 2 * h
         phi_3 = (math.expm1(-H) / H + 1) / H - 0.5
         w = 1.0 + 1.0 / phi_3 if order == 3 else 1.0
-    # the drift of (S1) is DPM-Solver++ on the squared levels (mu = 2 lambda)
+    # the drift of (S1) is DPM-Solver++ [DPM-Solver++ Alg. 2 / 3M] on the squared levels (mu = 2 lambda)
     y_next = dpmpp_multistep_update(y, s * s, s_next * s_next, d, history, [v * v for v in past_levels], order, w)
     noise_level = s_next * math.sqrt(-math.expm1(-2 * h))   # (S1): s' sqrt(1 - e^{-2h})
     return y_next + noise_level * z
@@ -108,7 +108,7 @@ class _SDEDPMSolverPP(Solver):
         to_zero = s_next == 0
         k = multistep_order(i, state.n_steps, self.max_order, self.lower_order_final, to_zero)
         if to_zero:
-            y_next = d  # the deterministic limit of (S2) at s' = 0
+            y_next = d  # the deterministic limit of (S2) at s' = 0 (as [DPM-Solver++ Eq. 8] at h = inf)
         else:
             z = state.noise.normal(step=i, like=y, draw=0)
             past = [at(j) for j in range(max(i - k + 1, 0), i)]

@@ -38,7 +38,7 @@ eta > 1; then s_down = 0 and the step is y' = D + s' z).  So ``euler-a`` and ``d
 coincide up to the ``s_noise`` scale of the fresh noise; both are kept under their usual names.
 
 **Euler-Maruyama** on the reverse SDE (Song et al. 2021, "Score-Based Generative Modeling
-through SDEs", eq. 6).  In canonical variables the forward process y = x0 + s eps is the
+through SDEs", eq. 6; tagged [Score SDE Eq. 6]).  In canonical variables the forward process y = x0 + s eps is the
 driftless SDE dy = g dW with g^2 = d(s^2)/ds = 2 s (time = s).  Its reverse (eq. 6 with f = 0) is
 
     dy = -g^2 grad log p_s(y) ds + g dW_bar = 2 (y - D)/s ds + sqrt(2 s) dW_bar,           (E1)
@@ -78,7 +78,7 @@ import math
 from .base import Solver, SolverState, register
 from .euler import ddim_update
 from .heun import heun_update
-from .kit import bc, check_bool, check_number
+from .kit import check_bool, check_number
 
 __all__ = ["ancestral_levels", "DDIMEta", "DDPM", "EulerAncestral", "EulerMaruyama", "EDMChurn"]
 
@@ -127,8 +127,8 @@ class DDIMEta(Solver):
         i, y, s, s_next = state.i, state.y, state.s, state.s_next
         d = denoise(y, s)
         s_down, s_up = ancestral_levels(s, s_next, self.eta)
-        y_next = ddim_update(y, d, s, s_down)                  # (A2): deterministic part
-        if self.eta > 0 and self.s_noise > 0 and s_next > 0:   # (A2): fresh noise s_up z
+        y_next = ddim_update(y, d, s, s_down)                  # [DDIM Eq. 12] as (A2): deterministic part
+        if self.eta > 0 and self.s_noise > 0 and s_next > 0:   # [DDIM Eq. 16] as (A1)-(A2): fresh noise s_up z
             z = state.noise.normal(step=i, like=y, draw=0)
             y_next = y_next + (s_up * self.s_noise) * z
         return state.replace(y=y_next, i=i + 1, x0=d)
@@ -190,8 +190,8 @@ class EulerMaruyama(Solver):
         if self.denoise_final and s_next == 0:
             return state.replace(y=d, i=i + 1, x0=d)  # the denoising limit of the step into s = 0
         z = state.noise.normal(step=i, like=y, draw=0)
-        drift = (2 * (s_next - s) / s) * (y - d)           # (E2): -g^2 score ds, g^2 = 2 s
-        diffusion = math.sqrt(2 * s * (s - s_next)) * z    # (E2): g sqrt(|ds|) z
+        drift = (2 * (s_next - s) / s) * (y - d)           # [Score SDE Eq. 6] as (E2): -g^2 score ds, g^2 = 2 s
+        diffusion = math.sqrt(2 * s * (s - s_next)) * z    # [Score SDE Eq. 6] as (E2): g sqrt(|ds|) z
         return state.replace(y=y + drift + diffusion, i=i + 1, x0=d)
 
 
