@@ -8,10 +8,11 @@
 """
 
 from .paths import Path, get_path, PATHS
-from .denoisers import Denoiser, NetworkDenoiser, Thresholded, from_network, PREDICTIONS
+from .denoisers import Denoiser, DenoiserWrapper, NetworkDenoiser, Thresholded, from_network, PREDICTIONS
 from .schedules import make_schedule, SCHEDULES
-from .solvers import NFEError, NoiseSource, get_solver, list_solvers
-from .sample import sample, SampleResult
+from .solvers import NFEError, NoiseSource, StabilityWarning, get_solver, list_solvers
+from .sample import NonFiniteError, SampleResult, sample
+from .hooks import StepContext
 from .models.gmm import GaussianMixture, builtin as exact_model
 from .models.checkpoint import load
 from .guidance import CFG
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 from . import solvers  # callable: diffsolve.solvers() lists every solver with its order, NFE rule, paper
 
 
-__all__ = ["Path", "get_path", "PATHS", "Denoiser", "NetworkDenoiser", "Thresholded", "from_network",
-           "PREDICTIONS", "make_schedule", "SCHEDULES", "NFEError", "NoiseSource", "get_solver",
-           "sample", "SampleResult", "GaussianMixture", "exact_model", "solvers", "load", "CFG"]
+__all__ = ["Path", "get_path", "PATHS", "Denoiser", "DenoiserWrapper", "NetworkDenoiser", "Thresholded",
+           "from_network", "PREDICTIONS", "make_schedule", "SCHEDULES", "NFEError", "NoiseSource", "get_solver",
+           "StabilityWarning", "NonFiniteError", "StepContext", "sample", "SampleResult", "GaussianMixture",
+           "exact_model", "solvers", "load", "CFG"]

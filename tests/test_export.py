@@ -4,6 +4,7 @@ eager output; label validation lives outside them in :func:`diffsolve.nets.embed
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 
@@ -80,8 +81,11 @@ def test_shipped_net_has_no_graph_breaks(name):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("DIFFSOLVE_COMPILE_TESTS"),
+                    reason="inductor code generation takes 95-210 s on 2 cores; set DIFFSOLVE_COMPILE_TESTS=1 "
+                           "(fullgraph capture itself is checked by test_shipped_net_has_no_graph_breaks)")
 def test_mnist_net_compiles_with_inductor_fullgraph():
-    # measured on the 2-core CI machine: ~95 s, almost all of it inductor's C++ code generation
+    # measured on a 2-core machine: 95-210 s with a cold cache, almost all of it inductor's C++ code generation
     model = diffsolve.load("mnist")
     x, t, labels = _inputs(model)
     torch._dynamo.reset()
