@@ -29,8 +29,8 @@ tolerance of data-scale quantities.  Written in canonical y at the step's target
 ``rtol * max(|y_low|, |y_prev| sqrt(1 + t^2) / sqrt(1 + s^2))``: the relative part above.  It
 is path-free (the VP state with the same SNR exists for every path), and it is what the old
 rule ``rtol * max(|y_low|, |y_prev|)`` lacked: y grows like s, so y_prev from a level s >> t
-made delta ~ rtol * s, and on ``ddpm-cosine`` (s_max ~ 160) dpm-solver-12 at rtol 0.01 accepted
-two steps and landed 80 RMS units off (data RMS 0.7).  The absolute part ``atol`` stays on y:
+made delta ~ rtol * s, and on ``ddpm-cosine`` (s_max ~ 2e4) dpm-solver-12 at rtol 0.01 accepted
+two steps and landed 112x the data's RMS away from the solution (gmm-2d).  The absolute part ``atol`` stays on y:
 stricter than the paper's by sqrt(1 + t^2) at high noise, where an early error can send a
 mixture sample to another mode.  (With atol also on the VP state the error at tight rtol
 stopped shrinking in proportion to rtol: dpm-solver-12 on gmm-64, error / (rtol RMS) 0.017 at

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..noise import NoiseSource
 from .kit import bc
-from .registry import SOLVERS, get_solver, register
+from .registry import SOLVERS, get_solver, register, solver_options
 from .stability import linear_test_warning
 
 __all__ = ["SolverState", "Solver", "NoiseSource", "NFEError", "StabilityWarning", "register", "SOLVERS",
@@ -257,5 +257,7 @@ class Solver:
         return (history + (d,))[-keep:]
 
     def describe(self) -> dict[str, Any]:
+        """The solver's metadata (class attributes; ``order`` of this configuration) and options."""
         return {"name": self.name, "aliases": ", ".join(self.aliases), "order": self.order,
-                "stochastic": self.stochastic, "nfe": self.nfe_rule, "paper": self.paper}
+                "stochastic": self.stochastic, "nfe": self.nfe_rule, "paper": self.paper,
+                "options": ", ".join(solver_options(type(self)) or ())}

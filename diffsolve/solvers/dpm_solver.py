@@ -284,7 +284,7 @@ class DPMSolverFast(Solver):
 
     def init(self, y: Tensor, sigmas: Tensor, noise=None) -> SolverState:
         state = super().init(y, sigmas, noise)
-        orders = self.plan(state.n_steps, bool(state.sigmas[-1] == 0))
+        orders = self.plan(state.n_steps, state.at(state.n_steps) == 0)
         return state.replace(extra={**state.extra, "orders": orders})
 
     def step(self, state: SolverState, denoise) -> SolverState:
