@@ -4,7 +4,8 @@
   :func:`step_size` ``h = lambda_{i+1} - lambda_i = log(s_i / s_{i+1})``, :func:`level_at`
   the level ``s e^{-r h}`` at ``lambda + r h``;
 * :func:`eps_of`: the noise prediction ``eps = (y - D) / s`` that a denoised output implies;
-* :func:`bc`: broadcast a scalar or a per-row level against a batch;
+* :func:`bc`: broadcast a scalar or a per-row level against a batch (:mod:`diffsolve.tensors`,
+  re-exported: one broadcast rule for denoisers and solvers);
 * the multistep order rule (:func:`multistep_order`, :func:`check_lower_order_final`);
 * option validators (:func:`check_int`, :func:`check_number`, :func:`check_bool`,
   :func:`check_choice`, from :mod:`diffsolve.checks`, re-exported) that every solver's
@@ -19,10 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..checks import check_bool, check_choice, check_int, check_number
+from ..tensors import bc
 
 __all__ = ["bc", "step_size", "level_at", "eps_of", "LOWER_ORDER_FINAL_BELOW", "multistep_order",
            "check_lower_order_final", "check_int", "check_number", "check_bool", "check_choice"]
@@ -41,19 +42,6 @@ def step_size(s: float, s_next: float) -> float:
 def level_at(s: float, h: float, r: float) -> float:
     """The level at lambda_s + r h, i.e. ``s e^{-r h}`` (strictly inside the step for 0 < r < 1)."""
     return s * math.exp(-r * h)
-
-
-def bc(v: Tensor | float, y: Tensor) -> Tensor | float:
-    """Broadcast a scalar or per-row tensor against a batch ``y``.  Scalars (numbers and 0-dim
-    CPU tensors such as grid levels) come back as Python floats: no tensor is built for them."""
-    if isinstance(v, (int, float)):
-        return v
-    if isinstance(v, Tensor) and v.ndim == 0 and v.device.type == "cpu":
-        return v.item()
-    v = torch.as_tensor(v, dtype=y.dtype, device=y.device)
-    if v.ndim == 0:
-        return v
-    return v.reshape(v.shape[0], *([1] * (y.ndim - 1)))
 
 
 def eps_of(y: Tensor, d: Tensor, s: Tensor | float) -> Tensor:
