@@ -516,7 +516,6 @@ def get_path(name: str | Path) -> Path:
     """A path by name (see ``PATHS``), or the path itself."""
     if isinstance(name, Path):
         return name
-    try:
-        return PATHS[name].factory()
-    except KeyError:
-        raise ValueError(f"unknown path {name!r}; accepted: {', '.join(PATHS)}") from None
+    if not isinstance(name, str) or name not in PATHS:
+        raise ValueError(f"unknown path {name!r}; accepted: {', '.join(PATHS)} or a Path object")
+    return PATHS[name].factory()

@@ -55,7 +55,12 @@ F64 = torch.float64
 
 def validate_schedule(levels: Tensor | Sequence[float], *, allow_zero_end: bool = True) -> Tensor:
     """Check a grid of canonical noise levels and return it as a float64 tensor."""
-    s = torch.as_tensor(levels, dtype=F64).clone()
+    if isinstance(levels, Tensor) and (levels.is_complex() or levels.dtype == torch.bool):
+        raise TypeError(f"schedule levels must be real numbers, got a tensor of dtype {levels.dtype}")
+    try:
+        s = torch.as_tensor(levels, dtype=F64).clone()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"schedule must be a name or a 1-D list of noise levels (numbers), got {levels!r}") from None
     if s.ndim != 1 or s.numel() < 2:
         raise ValueError(f"a schedule needs at least 2 noise levels in a 1-D sequence, got shape {tuple(s.shape)}")
     if not bool(torch.isfinite(s).all()):
@@ -68,7 +73,7 @@ def validate_schedule(levels: Tensor | Sequence[float], *, allow_zero_end: bool 
         raise ValueError(f"schedule must be strictly decreasing, got {s.tolist()}")
     last_ok = s[-1] >= 0 if allow_zero_end else s[-1] > 0
     if not bool(last_ok) or not bool((s[:-1] > 0).all()):
-        raise ValueError(f"noise levels must be positive (only the last may be 0), got {s.tolist()}")
+        raise ValueError(f"schedule levels must be positive (only the last may be 0), got {s.tolist()}")
     return s
 
 
@@ -210,7 +215,13 @@ def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: P
             levels = _time_grid(n_eval, p, spacing)
     if final == "zero":
         levels = torch.cat([levels, torch.zeros(1, dtype=F64)])
-    return validate_schedule(levels)
+    try:
+        return validate_schedule(levels)
+    except ValueError as e:  # name the arguments that made the grid, not only the grid
+        raise ValueError(f"schedule {kind!r} with n_steps={n_steps}, s_min={lo:g}, s_max={hi:g}"
+                         + (f", rho={rho:g}" if kind == "karras" else f", shift={shift:g}" if kind == "flow-shift" else "")
+                         + f" gives no usable grid ({e}); use fewer steps or other limits"
+                         + (" or a rho near 7" if kind == "karras" else "")) from None
 
 
 class _SubPath(Path):

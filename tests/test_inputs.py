@@ -235,13 +235,16 @@ SAMPLE_ARGS = ["nfe", "solver", "schedule", "path", "s_min", "s_max", "final", "
                "y_start", "rho", "shift", "return_trajectory", "progress", "allow_extrapolation"]
 
 
-def _check_outcome(call, name):
+def _check_outcome(call, name, named=None):
+    """Run ``call``: a result, or one of ERRORS raised in diffsolve's code whose message names
+    the argument (one of ``named``, default ``name``)."""
     try:
         res = call()
     except ERRORS as e:
         where = traceback.extract_tb(e.__traceback__)[-1].filename
         assert "/diffsolve/" in where, f"{name}: {type(e).__name__} raised outside diffsolve ({where}): {e}"
-        assert str(e), f"{name}: empty message"
+        msg = str(e)
+        assert any(n in msg for n in (named or (name,))), f"{name}: the message does not name it: {msg}"
         return None
     return res
 
@@ -249,8 +252,12 @@ def _check_outcome(call, name):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(SAMPLE_ARGS), value=ANY, solver=st.sampled_from(["dpm++2m", "heun", "ddpm", "unipc"]))
 def test_random_arguments_to_sample_give_a_diffsolve_error_or_a_finite_result(name, value, solver):
-    kw = {"solver": solver, "nfe": 5 if solver != "heun" else 5, name: value}
-    res = _check_outcome(lambda: diffsolve.sample(gmm(), _noise(), **kw), name)
+    kw = {"solver": solver, "nfe": 5, name: value}
+    # the argument's name, or its value where the value is a name (unknown solver 'x', ...)
+    named = (name, repr(value)) + (("seed",) if name == "seeds" else ()) + (("hook",) if name == "hooks" else ())
+    if name == "cond" and isinstance(value, dict):
+        named += tuple(repr(k) for k in value)
+    res = _check_outcome(lambda: diffsolve.sample(gmm(), _noise(), **kw), name, named)
     if res is not None:
         assert res.samples.shape == (4, 2) and bool(torch.isfinite(res.samples).all())
 
@@ -273,12 +280,13 @@ SOLVER_OPTIONS = _solver_options()
 @given(pair=st.sampled_from(SOLVER_OPTIONS), value=ANY)
 def test_random_solver_options_give_a_diffsolve_error_or_a_finite_result(pair, value):
     solver, opt = pair
-    slv = _check_outcome(lambda: diffsolve.get_solver(solver, **{opt: value}), f"{solver}.{opt}")
+    slv = _check_outcome(lambda: diffsolve.get_solver(solver, **{opt: value}), f"{solver}.{opt}", (opt,))
     if slv is None:
         return
     adaptive = getattr(slv, "adaptive", False)
     res = _check_outcome(lambda: diffsolve.sample(gmm(), _noise(), solver=slv, nfe=None if adaptive else 9,
-                                                  schedule="log-snr", seeds=[0, 1, 2, 3]), f"{solver}.{opt}")
+                                                  schedule="log-snr", seeds=[0, 1, 2, 3]), f"{solver}.{opt}",
+                         (opt, "nfe", "budget", "step", "NaN"))
     if res is not None:
         assert bool(torch.isfinite(res.samples).all())
 
@@ -288,10 +296,13 @@ def test_random_solver_options_give_a_diffsolve_error_or_a_finite_result(pair, v
 def test_random_arguments_to_the_wrappers_and_adapters(args):
     a, b, c = args
     model = digits()
-    _check_outcome(lambda: CFG(model, a, b if isinstance(b, tuple) else (0.0, math.inf), null_label=c), "CFG")
-    _check_outcome(lambda: Thresholded(model, "dynamic", percentile=a, max_value=b), "Thresholded")
-    _check_outcome(lambda: from_network(lambda x, t: x, "edm", "edm", sigma_data=a, net_dtype=c), "from_network")
-    _check_outcome(lambda: get_path(a), "get_path")
-    _check_outcome(lambda: make_schedule("karras", a, path="edm", rho=b), "make_schedule")
-    _check_outcome(lambda: diffsolve.NoiseSource([a, b]), "NoiseSource")
-    _check_outcome(lambda: FunctionDenoiser(a), "FunctionDenoiser")
+    _check_outcome(lambda: CFG(model, a, b if isinstance(b, tuple) else (0.0, math.inf), null_label=c), "CFG",
+                   ("scale", "interval", "null_label"))
+    _check_outcome(lambda: Thresholded(model, "dynamic", percentile=a, max_value=b), "Thresholded",
+                   ("percentile", "max_value"))
+    _check_outcome(lambda: from_network(lambda x, t: x, "edm", "edm", sigma_data=a, net_dtype=c), "from_network",
+                   ("sigma_data", "net_dtype"))
+    _check_outcome(lambda: get_path(a), "get_path", ("path",))
+    _check_outcome(lambda: make_schedule("karras", a, path="edm", rho=b), "make_schedule", ("n_steps", "rho"))
+    _check_outcome(lambda: diffsolve.NoiseSource([a, b]), "NoiseSource", ("seed",))
+    _check_outcome(lambda: FunctionDenoiser(a), "FunctionDenoiser", ("callable",))

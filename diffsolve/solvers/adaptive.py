@@ -117,7 +117,7 @@ class _AdaptiveDPMSolver(Solver):
         who = self.owner
         self.rtol = check_number(who, "rtol", rtol, 0)
         self.atol = check_number(who, "atol", atol, 0, low_open=True)
-        self.h_init = check_number(who, "h_init", h_init, 0, low_open=True)
+        self.h_init = check_number(who, "h_init", h_init, self.H_MIN)
         self.theta = check_number(who, "theta", theta, 0, 1, low_open=True)
         self.accept_safety = check_number(who, "accept_safety", accept_safety, 0, 1, low_open=True)
         self.error_norm = check_choice(who, "error_norm", error_norm, ERROR_NORMS)
@@ -191,7 +191,7 @@ class _AdaptiveDPMSolver(Solver):
                 info["rejected"] += 1
             h = h_next
             if h < self.H_MIN:
-                raise RuntimeError(f"solver {self.name!r}: step size underflow (h={h:.3g}) at s={s:.6g}; "
+                raise FloatingPointError(f"solver {self.name!r}: step size underflow (h={h:.3g}) at s={s:.6g}; "
                                    f"loosen rtol={self.rtol} / atol={self.atol}")
         info["levels"] = tuple(levels)
         extra = {**state.extra, "y_prev": y_prev, "h": h, "info": info}

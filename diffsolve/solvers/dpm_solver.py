@@ -250,6 +250,8 @@ class DPMSolverFast(Solver):
 
     def __init__(self, orders: Sequence[int] | None = None):
         if orders is not None:
+            if isinstance(orders, Tensor):
+                orders = orders.tolist() if orders.ndim == 1 else orders.item() if orders.numel() == 1 else None
             if isinstance(orders, (str, bytes)) or not hasattr(orders, "__iter__") or not len(orders := tuple(orders)):
                 raise ValueError(f"{self.owner}: orders={orders!r} is not accepted; "
                                  f"accepted: a non-empty list of 1, 2 or 3")

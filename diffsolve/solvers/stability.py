@@ -44,7 +44,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["linear_test_amplification", "linear_test_warning", "TEST_VARIANCES", "THRESHOLD"]
+from ..noise import NoiseSource
+
+__all__ = ["linear_test_amplification", "stochastic_test_amplification", "linear_test_warning", "TEST_VARIANCES",
+           "THRESHOLD", "STOCHASTIC_ROWS"]
 
 #: data variances of the linear test problem
 TEST_VARIANCES = (1.0, 0.01)
@@ -59,7 +62,7 @@ def linear_test_amplification(solver: Any, grid: tuple[float, ...],
     is the largest.  All variances run as the rows of one batch."""
     sigmas = torch.tensor(grid, dtype=torch.float64)
     v = torch.tensor(variances, dtype=torch.float64).reshape(-1, 1)
-    y = torch.sqrt(v + grid[0] ** 2)
+    y = torch.sqrt(v + grid[0] * grid[0])  # products, not **: an overflow is inf, not an exception
 
     def denoise(yy, s):
         s = float(s) if not isinstance(s, torch.Tensor) or s.ndim == 0 else float(s.reshape(-1)[0])
@@ -70,11 +73,47 @@ def linear_test_amplification(solver: Any, grid: tuple[float, ...],
     for i in range(len(grid) - 1):
         y_i = state.y
         state = solver.step(state, denoise)
-        exact = y_i * torch.sqrt((v + grid[i + 1] ** 2) / (v + grid[i] ** 2))
+        exact = y_i * torch.sqrt((v + grid[i + 1] * grid[i + 1]) / (v + grid[i] * grid[i]))
         local = (state.y - exact).abs().reshape(-1).tolist()
         worst = [(e, i) if not e <= w[0] else w for e, w in zip(local, worst)]  # NaN counts as worst
-    final = ((state.y - torch.sqrt(v + grid[-1] ** 2)).abs() / torch.sqrt(v)).reshape(-1).tolist()
+    final = ((state.y - torch.sqrt(v + grid[-1] * grid[-1])).abs() / torch.sqrt(v)).reshape(-1).tolist()
     return [(a if math.isfinite(a) else math.inf, w[1]) for a, w in zip(final, worst)]
+
+
+#: rows per variance of the stochastic test (the spread is estimated to ~3%)
+STOCHASTIC_ROWS = 512
+
+
+def stochastic_test_amplification(solver: Any, grid: tuple[float, ...],
+                                  variances: tuple[float, ...] = TEST_VARIANCES) -> list[tuple[float, int]]:
+    """The linear test for a stochastic solver: each variance v runs :data:`STOCHASTIC_ROWS`
+    samples from the exact noisy marginal N(0, v + s_0^2) with the solver's own noise, and A is
+    the error of the final samples' spread, |std(y_N) / sqrt(v + s_N^2) - 1| (the mean-free
+    analogue of the deterministic test: the law of every level is known exactly).  The step
+    reported is the one that added the most to that error."""
+    k, n = len(variances), STOCHASTIC_ROWS
+    sigmas = torch.tensor(grid, dtype=torch.float64)
+    vv = torch.tensor(variances, dtype=torch.float64)
+    v = vv.repeat_interleave(n).reshape(-1, 1)
+    src = NoiseSource(range(k * n))
+    y = torch.sqrt(v + grid[0] * grid[0]) * src.normal(-1, torch.empty(k * n, 1, dtype=torch.float64))
+
+    def denoise(yy, s):
+        s = float(s) if not isinstance(s, torch.Tensor) or s.ndim == 0 else float(s.reshape(-1)[0])
+        return yy * (v / (v + s * s))
+
+    def spread_error(state, level: float) -> list[float]:
+        std = state.y.reshape(k, n).std(dim=1)
+        return (std / torch.sqrt(vv + level * level) - 1).abs().tolist()
+
+    state = solver.init(y, sigmas, src)
+    errors, worst = spread_error(state, grid[0]), [(-math.inf, 0)] * k
+    for i in range(len(grid) - 1):
+        state = solver.step(state, denoise)
+        now = spread_error(state, grid[i + 1])
+        worst = [(e - p, i) if not e - p <= w[0] else w for e, p, w in zip(now, errors, worst)]
+        errors = now
+    return [(a if math.isfinite(a) else math.inf, w[1]) for a, w in zip(errors, worst)]
 
 
 def _key(solver: Any, grid: tuple[float, ...]):
@@ -99,14 +138,16 @@ def linear_test_warning(solver: Any, grid: tuple[float, ...]) -> str | None:
     key = _key(solver, grid)
     if key is not None and key in _CACHE:
         return _CACHE[key]
-    found = [(a, i, v) for (a, i), v in zip(linear_test_amplification(solver, grid), TEST_VARIANCES)]
+    test = stochastic_test_amplification if solver.stochastic else linear_test_amplification
+    found = [(a, i, v) for (a, i), v in zip(test(solver, grid), TEST_VARIANCES)]
     amp, i, v = max(found, key=lambda t: t[0])
     msg = None
     if amp > THRESHOLD:
         s, s_next = grid[i], grid[i + 1]
         ratio = f"ratio {s / s_next:.3g}" if s_next > 0 else "to 0"
+        what = ("the spread of its samples is off by" if solver.stochastic else "the result is off by")
         msg = (f"{solver.name}: the step {s:.4g} -> {s_next:.4g} ({ratio}) of this {len(grid) - 1}-step grid "
-               f"amplifies its correction: on Gaussian data (variance {v:g}) the result is off by {amp:.3g}x "
+               f"amplifies its correction: on Gaussian data (variance {v:g}) {what} {amp:.3g}x "
                f"the data's scale; {solver.stability_advice}")
     if key is not None:
         if len(_CACHE) >= 512:

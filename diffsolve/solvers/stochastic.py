@@ -217,7 +217,10 @@ class EDMChurn(Solver):
         self.S_churn = check_number(who, "S_churn", S_churn, 0)
         self.S_tmin = check_number(who, "S_tmin", S_tmin, 0)
         self.S_noise = check_number(who, "S_noise", S_noise, 0)
-        self.S_tmax = check_number(who, "S_tmax", S_tmax, self.S_tmin)  # S_tmax >= S_tmin
+        self.S_tmax = check_number(who, "S_tmax", S_tmax, 0)
+        if self.S_tmax < self.S_tmin:
+            raise ValueError(f"{who}: S_tmin={S_tmin!r} and S_tmax={S_tmax!r} are not accepted; "
+                             f"accepted: 0 <= S_tmin <= S_tmax (the defaults are 0.05 and 50)")
 
     def gamma(self, s: float, n_steps: int) -> float:
         """[EDM Alg. 2 l.4]: the churn of a step starting at level s on an n_steps grid."""
