@@ -2,7 +2,7 @@
 for each deterministic solver given on the command line, the RMS of the samples over the data's
 RMS on the exact mixtures, every path, karras / log-snr / time grids, nfe 2..21, with the grid.
 
-    python tests/stability_scan.py heun,rk4,dpm-solver-2,dpm-solver-3 > scan.txt
+    python scripts/stability_scan.py heun,rk4,dpm-solver-2,dpm-solver-3 > scan.txt
 
 Each output line: model path schedule solver nfe rms_ratio grid.  Pair it with
 ``linear_test_amplification`` to compare the warning rule with what the mixtures do.

@@ -170,7 +170,7 @@ def test_adaptive_refuses_a_budget_and_reports_what_it_used():
         res = diffsolve.sample(G2, _noise(), solver=name, nfe=None, schedule="log-snr")
         info = res.info
         assert res.sigmas.tolist() == pytest.approx([80.0, 0.002, 0.0], rel=1e-12)  # gmm-2d: EDM's range
-        assert res.nfe == res.eval_levels.numel() == k * (info["accepted"] + info["rejected"]) + 1
+        assert res.nfe == res.eval_levels.numel() == k * info["accepted"] + (k - 1) * info["rejected"] + 1
         levels = list(info["levels"])
         assert levels == sorted(levels, reverse=True) and levels[-1] == float(res.sigmas[-2])
         # an explicit grid: its levels are checkpoints, each reached exactly

@@ -23,7 +23,7 @@ path's levels are defined for) or for v = 0.01 (data of a tenth of that spread, 
 components of a mixture): the solver's error on the simplest data then exceeds the data's own
 spread.  Calibration on the exact mixtures (gmm-2d and gmm-64 x the 10 paths x karras / log-snr
 / time grids x the 14 deterministic fixed-budget solvers x nfe 2..21: 12,660 runs of 32
-samples, tests/stability_scan.py): of the 1,183 runs whose samples came out more than
+samples, scripts/stability_scan.py): of the 1,183 runs whose samples came out more than
 3x the data's RMS, 1,181 are flagged (the two missed: dpm-solver-fast at nfe 8-9 on log-snr
 grids, 3.0-3.4x); of the 1,984 runs above 1.5x, 1,665 (the rest are nonlinear failures of
 multistep methods that the linear problem does not see).  Flagged runs that stayed below 1.5x:
