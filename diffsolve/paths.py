@@ -242,12 +242,14 @@ class DiscreteVPPath(_VPPath):
         self.t_max = float(self.num_steps - 1 - (1 if zero_terminal_snr else 0))
         self.name = name or f"ddpm-{label}" + ("-ztsnr" if zero_terminal_snr else "")
 
-    def log_alpha(self, t):
-        t = _t(t).to(torch.float64)
+    def _segment(self, t) -> tuple[Tensor, Tensor, Tensor]:
+        """(t clamped to the table, k, table): t lies on the segment [k, k + 1] of log alpha."""
         tab = self._log_alpha_table
-        n = tab.numel()
-        tc = t.clamp(0, n - 1)
-        k = tc.floor().clamp(max=n - 2).long()
+        tc = _t(t).to(torch.float64).clamp(0, tab.numel() - 1)
+        return tc, tc.floor().clamp(max=tab.numel() - 2).long(), tab
+
+    def log_alpha(self, t):
+        tc, k, tab = self._segment(t)
         w = tc - k
         lo, hi = tab[k], tab[k + 1]
         # guard -inf (zero terminal SNR) so that w = 0 returns the table entry exactly
@@ -255,10 +257,7 @@ class DiscreteVPPath(_VPPath):
 
     def dalpha(self, t):
         t = _t(t).to(torch.float64)
-        tab = self._log_alpha_table
-        n = tab.numel()
-        tc = t.clamp(0, n - 1)
-        k = tc.floor().clamp(max=n - 2).long()
+        tc, k, tab = self._segment(t)
         slope = tab[k + 1] - tab[k]
         # at a table entry whose right-hand segment ends at alpha = 0 (zero terminal SNR: log
         # alpha = -inf at the last entry) the right slope is -inf; t_max is that entry, so the
@@ -420,19 +419,27 @@ class VEPath(Path):
 # --------------------------------------------------------------------------------------
 
 
-class FlowPath(Path):
+class _UnitTimePath(Path):
+    """A path on t in [0, 1) whose canonical level is infinite at t = 1: the trained range
+    [t_min, t_max] must stay inside it."""
+
+    time_units = "t in [0, 1]"
+    default_name = "unit"
+
+    def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, name: str | None = None):
+        if not 0 <= t_min < t_max < 1:
+            raise ValueError(f"need 0 <= t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
+        self.t_min, self.t_max, self.name = t_min, t_max, name or self.default_name
+
+
+class FlowPath(_UnitTimePath):
     """Rectified flow / flow matching: alpha = 1 - t, sigma = t, t in [0, 1].
 
     In canonical space s = t / (1 - t) is infinite at t = 1, so sampling starts at ``t_max``
     (default 0.999, s = 999); the dropped interval changes the start by O(1 - t_max).
     ``t_min`` (default 1e-3, s = 0.001) is the smallest level a default schedule evaluates."""
 
-    time_units = "t in [0, 1]"
-
-    def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, name: str = "flow"):
-        if not 0 <= t_min < t_max < 1:
-            raise ValueError(f"need 0 <= t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
-        self.t_min, self.t_max, self.name = t_min, t_max, name
+    default_name = "flow"
 
     def alpha(self, t):
         return 1.0 - _t(t)
@@ -458,16 +465,11 @@ class FlowPath(Path):
         return self.t_min / (1 - self.t_min)
 
 
-class TrigPath(Path):
+class TrigPath(_UnitTimePath):
     """Trigonometric interpolant: alpha = cos(pi t / 2), sigma = sin(pi t / 2), t in [0, 1]
     (a VP path; s = tan(pi t / 2))."""
 
-    time_units = "t in [0, 1]"
-
-    def __init__(self, t_min: float = 1e-3, t_max: float = 0.999, name: str = "trig"):
-        if not 0 <= t_min < t_max < 1:
-            raise ValueError(f"need 0 <= t_min < t_max < 1, got t_min={t_min}, t_max={t_max}")
-        self.t_min, self.t_max, self.name = t_min, t_max, name
+    default_name = "trig"
 
     def alpha(self, t):
         return torch.cos(_t(t) * (math.pi / 2))

@@ -255,3 +255,26 @@ def test_check_s_refuses_levels_outside_trained_range():
     for bad in (p.s_max * 1.01, p.s_min * 0.99):
         with pytest.raises(ValueError, match="allow_extrapolation"):
             p.check_s(torch.tensor([bad], dtype=F64))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_derivatives_are_finite_over_the_trained_range(name):
+    """alpha' and sigma' (used by velocity adapters) are finite at both ends of the trained range:
+    zero terminal SNR's last table entry (alpha = 0) sits just past t_max, and the derivative at
+    t_max is the one of the segment inside the range."""
+    p = get_path(name)
+    t = torch.linspace(p.t_min, p.t_max, 257, dtype=torch.float64)
+    assert bool(torch.isfinite(p.dalpha(t)).all()) and bool(torch.isfinite(p.dsigma(t)).all())
+
+
+def test_ztsnr_velocity_samples_match_the_exact_denoiser():
+    from diffsolve import from_network
+
+    g = diffsolve.exact_model("gmm-2d")
+    p = get_path("ddpm-scaled-linear-ztsnr")
+    den = from_network(g.network(p, "velocity"), p, "velocity")
+    noise = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for solver in ("ddim", "dpm++2m", "unipc", "heun"):
+        a = diffsolve.sample(den, noise, solver=solver, nfe=11).samples
+        b = diffsolve.sample(g, noise, solver=solver, nfe=11, path=p).samples
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["MnistNet", "feature_net", "features", "layer_outputs", "LAYERS", "logits", "classify", "class_accuracy",
-           "check_images", "check_labels", "WEIGHTS_DIR", "FEATURE_DIM"]
+           "check_images", "check_labels", "WEIGHTS_DIR", "FEATURE_DIM", "shipped_file"]
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 WEIGHTS_FILE = "mnist_cnn.safetensors"
@@ -66,15 +66,21 @@ class MnistNet(nn.Module):
         return self.layers(x)["logits"]
 
 
+def shipped_file(name: str, what: str) -> str:
+    """The path of a file shipped in ``WEIGHTS_DIR``; a missing one says how to rebuild it."""
+    path = os.path.join(WEIGHTS_DIR, name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"shipped {what} missing: {path}; "
+                                "rebuild with: python scripts/train_feature_net.py")
+    return path
+
+
 @lru_cache(maxsize=1)
 def feature_net() -> MnistNet:
     """The shipped, trained network (eval mode, float32, CPU), loaded once."""
     from safetensors.torch import load_file
 
-    path = os.path.join(WEIGHTS_DIR, WEIGHTS_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"shipped feature-network weights missing: {path}; "
-                                "rebuild them with: python scripts/train_feature_net.py")
+    path = shipped_file(WEIGHTS_FILE, "feature-network weights")
     net = MnistNet()
     net.load_state_dict(load_file(path))
     net.eval()

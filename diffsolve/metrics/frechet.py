@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-from .features import FEATURE_DIM, WEIGHTS_DIR, features
+from .features import FEATURE_DIM, features, shipped_file
 
 __all__ = ["feature_stats", "frechet_from_stats", "frechet_distance", "reference_stats",
            "frechet_floor", "REFERENCES", "trace_sqrt_product"]
@@ -104,11 +103,7 @@ def reference_stats(name: str = "mnist-test") -> tuple[Tensor, Tensor, int]:
         raise ValueError(f"unknown reference {name!r}; accepted: {', '.join(REFERENCES)}")
     from safetensors.torch import load_file
 
-    path = os.path.join(WEIGHTS_DIR, REFERENCES[name])
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"shipped reference statistics missing: {path}; "
-                                "rebuild them with: python scripts/train_feature_net.py")
-    t = load_file(path)
+    t = load_file(shipped_file(REFERENCES[name], "reference statistics"))
     return t["mu"], t["sigma"], int(t["n"])
 
 
@@ -137,11 +132,7 @@ def frechet_distance(x: Tensor, reference: str | Tensor | tuple[Tensor, Tensor] 
 
 @lru_cache(maxsize=1)
 def _floor_table() -> dict:
-    path = os.path.join(WEIGHTS_DIR, FLOOR_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"shipped floor table missing: {path}; "
-                                "rebuild it with: python scripts/train_feature_net.py")
-    with open(path) as f:
+    with open(shipped_file(FLOOR_FILE, "floor table")) as f:
         return json.load(f)
 
 
