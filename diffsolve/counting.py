@@ -5,7 +5,9 @@ cause (which call, which level; the input, the denoiser, a solver step or a hook
 one generic hint.
 
 The records are sums of the tensors involved, kept as 0-dim tensors (no host synchronisation
-per call); they are read only when the final samples are not finite.
+per call): each call's output, its input where that is not the state the step started from
+(intermediate stages), and the state after each step and after the hooks.  They are read only
+when the final samples are not finite.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class CountingDenoiser:
         self._sums: list[tuple[int, Tensor, Tensor]] = []  # (step, sum of input, sum of output)
         self._step_sums: list[tuple[str, int, Tensor]] = []  # ("step" | "hook", step, sum of y)
         self.step = 0
+        self.current: Tensor | None = None  # the state's y at the start of the current step
 
     def __call__(self, y: Tensor, s: Tensor | float) -> Tensor:
         self.calls += 1
@@ -57,12 +60,15 @@ class CountingDenoiser:
         if out.is_complex() or not out.is_floating_point():
             raise TypeError(f"the denoiser {_who(self.inner)} returned dtype {out.dtype} at call {self.calls}; "
                             f"a denoiser returns a real floating tensor")
-        self._sums.append((self.step, y.detach().sum(dtype=torch.float64), out.detach().sum(dtype=torch.float64)))
+        # the input's sum only when it is not the state the step started from (that one is recorded
+        # after the previous step): multistep solvers pay one reduction per call, multi-stage ones two
+        s_in = None if y is self.current else _total(y)
+        self._sums.append((self.step, s_in, _total(out)))
         return out
 
     def record(self, what: str, y: Tensor) -> None:
         """Note the state after a solver step (``what="step"``) or after the hooks (``"hook"``)."""
-        self._step_sums.append((what, self.step, y.detach().sum(dtype=torch.float64)))
+        self._step_sums.append((what, self.step, _total(y)))
 
     def eval_levels(self) -> Tensor:
         """The level of every call (the first row's, for per-row levels), float64 on the CPU."""
@@ -83,7 +89,7 @@ class CountingDenoiser:
             if take_call:
                 k, (step, s_in, s_out) = pending_call
                 at = f"call {k + 1} (step {step + 1}, level s={self._level(k)})"
-                if not bool(torch.isfinite(s_in)):
+                if s_in is not None and not bool(torch.isfinite(s_in)):
                     return NonFiniteError(
                         f"solver {solver!r}: the input to {at} was already NaN/inf while every earlier "
                         f"denoiser output was finite: the solver's step is unstable on this grid "
@@ -107,6 +113,12 @@ class CountingDenoiser:
                 pending_step = next(steps, None)
         return NonFiniteError(f"solver {solver!r} produced non-finite samples (the values overflow in the "
                               f"last operations); {warning or 'try more steps or dpm++2m'}")
+
+
+def _total(x: Tensor) -> Tensor:
+    """A 0-dim float64 sum of ``x``: finite exactly when every element is (float64 accumulation:
+    no overflow from finite float32 values), computed without a host synchronisation."""
+    return (x.detach() if x.requires_grad else x).sum(dtype=torch.float64)
 
 
 def _steps(grid: tuple[float, ...], step: int) -> str:

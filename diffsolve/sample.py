@@ -79,7 +79,7 @@ def run_solver(solver: Solver, denoiser: Callable[[Tensor, Tensor], Tensor], y: 
         steps = tqdm(steps, desc=solver.name, unit="step", leave=False)
     for k in steps:
         if record is not None:
-            denoiser.step = k
+            denoiser.step, denoiser.current = k, state.y
         state = solver.step(state, denoiser)
         if hooks:
             if record is not None:
