@@ -190,8 +190,8 @@ class LinearOperator(Operator):
 
 # -- structured operators: SVDs as functions, never a dense matrix -------------------------
 
-def _flat_svd(n: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...], sv: Tensor,
-              to_spec: Callable[[Tensor], Tensor], from_spec: Callable[[Tensor], Tensor]) -> SVD:
+def _flat_svd(shape_out: tuple[int, ...], sv: Tensor, to_spec: Callable[[Tensor], Tensor],
+              from_spec: Callable[[Tensor], Tensor]) -> SVD:
     """An SVD whose U is the identity on the flattened measurement (Ut y = y.flatten(), r = n_out):
     A = diag(sv) in the spectral coordinates ``to_spec`` (orthogonal, (B, *shape_in) -> (B, n))."""
     return SVD(sv=sv, Vt=to_spec, V=from_spec, Ut=lambda y: y.reshape(y.shape[0], -1),
@@ -221,7 +221,7 @@ class Denoising(Operator):
 
     def svd(self) -> SVD:
         n, shape = math.prod(self.in_shape), self.in_shape
-        return _flat_svd(n, shape, shape, torch.ones(n, dtype=torch.float64),
+        return _flat_svd(shape, torch.ones(n, dtype=torch.float64),
                          lambda x: x.reshape(x.shape[0], -1), lambda z: z.reshape(z.shape[0], *shape))
 
 
@@ -280,7 +280,7 @@ class Inpainting(Operator):
             out[:, order.to(z.device)] = z
             return out.reshape(z.shape[0], *shape)
 
-        return _flat_svd(len(order), shape, self.out_shape, torch.ones(self.out_shape[0], dtype=torch.float64),
+        return _flat_svd(self.out_shape, torch.ones(self.out_shape[0], dtype=torch.float64),
                          lambda x: x.reshape(x.shape[0], -1)[:, order.to(x.device)], V)
 
 
@@ -374,7 +374,7 @@ class SuperResolution(Operator):
             return self._unblocks(self._reflect(q).reshape(B_(z), *self.out_shape, f2))
 
         sv = torch.full((m,), 1.0 / self.factor, dtype=torch.float64)
-        return _flat_svd(m * f2, self.in_shape, self.out_shape, sv, Vt, V)
+        return _flat_svd(self.out_shape, sv, Vt, V)
 
 
 class GaussianBlur(Operator):

@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -33,8 +33,9 @@ from torch import Tensor
 from ..denoisers import Denoiser, edm_preconditioning, expand_s, prediction_from_x0
 from ..tensors import bc
 from ..paths import Path, get_path
+from .gmm_posterior import GaussianMixturePosterior, mixture_posterior
 
-__all__ = ["GaussianMixture", "builtin", "BUILTINS"]
+__all__ = ["GaussianMixture", "builtin", "BUILTINS", "grid_mixture"]
 
 
 class GaussianMixture(Denoiser):
@@ -185,6 +186,22 @@ class GaussianMixture(Denoiser):
 
         return f
 
+    # -- inverse problems --------------------------------------------------------------
+    def posterior(self, operator: Any, y: Tensor, sigma_y: float) -> GaussianMixturePosterior:
+        """The exact posterior mixture given ONE measurement ``y = A x0 + sigma_y n`` of
+        ``operator`` (``sigma_y`` in this mixture's data units; 0: noiseless, the posterior lies
+        on the affine set A x = y): a sampleable exact Denoiser with weights, means, factorised
+        covariances and log_prob (see :mod:`~diffsolve.models.gmm_posterior`).
+
+        >>> import torch
+        >>> from diffsolve.inverse import Denoising
+        >>> g = GaussianMixture(torch.ones(1), torch.zeros(1, 2), torch.tensor(1.0))
+        >>> post = g.posterior(Denoising((2,)), torch.tensor([2.0, 0.0]), sigma_y=1.0)
+        >>> post.mean().tolist(), post.covariance().diagonal().tolist()   # (1 + 1)^-1 = 0.5
+        ([1.0, 0.0], [0.5, 0.5])
+        """
+        return mixture_posterior(self, operator, y, sigma_y)
+
     def __repr__(self) -> str:
         return f"GaussianMixture(name={self.name!r}, K={self.K}, shape={self.shape})"
 
@@ -216,6 +233,31 @@ def _gmm_random(name: str, shape: tuple[int, ...], K: int, r: int, mean_scale: f
     weights = 0.5 + torch.rand(K, dtype=torch.float64, generator=g)
     c = torch.full((K,), iso_var, dtype=torch.float64)
     return GaussianMixture(weights, means, c, U, d, shape=shape, name=name)
+
+
+def grid_mixture(dim: int, spacing: float = 8.0, variance: float = 1.0, weights: str = "equal",
+                 seed: int = 0) -> GaussianMixture:
+    """MCGdiff's benchmark prior [MCGdiff Sec. 4.1] (Cardoso et al. 2023): 25 components with
+    means ``(s i, s j, s i, s j, ...)`` in ``dim`` dimensions for i, j in {-2, ..., 2}
+    (``s = spacing``, 8 in the paper; the pair repeated, cut to ``dim`` when it is odd),
+    covariance ``variance * I`` (unit in the paper), weights ``"equal"`` or ``"chi2"``
+    (independent chi-squared(1) draws from ``seed``, as the paper's random weights).
+
+    >>> g = grid_mixture(8)
+    >>> g.K, g.shape, g.means[24].tolist()
+    (25, (8,), [16.0, 16.0, 16.0, 16.0, 16.0, 16.0, 16.0, 16.0])
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+        raise ValueError(f"grid_mixture: dim must be an integer >= 2, got {dim!r}")
+    if weights not in ("equal", "chi2"):
+        raise ValueError(f"grid_mixture: weights={weights!r} is not accepted; accepted: 'equal', 'chi2'")
+    ij = torch.cartesian_prod(torch.arange(-2, 3, dtype=torch.float64), torch.arange(-2, 3, dtype=torch.float64))
+    means = (float(spacing) * ij).repeat(1, (dim + 1) // 2)[:, :dim]
+    if weights == "equal":
+        w = torch.ones(25, dtype=torch.float64)
+    else:
+        w = torch.randn(25, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) ** 2
+    return GaussianMixture(w, means, torch.tensor(float(variance), dtype=torch.float64), name=f"grid-{dim}")
 
 
 BUILTINS: dict[str, Callable[[], GaussianMixture]] = {
