@@ -90,7 +90,8 @@ def test_measure_is_seeded_per_sample(op):
 
 def test_names_pick_the_method_defaults():
     names = {k: OPERATORS[k]().name for k in ("denoising", "inpainting", "sr2", "blur-even")}
-    assert names == {"denoising": "denoising", "inpainting": "inpainting", "sr2": "super-resolution", "blur-even": "blur"}
+    assert names == {"denoising": "denoising", "inpainting": "inpainting", "sr2": "super-resolution",
+                     "blur-even": "blur"}
 
 
 def test_super_resolution_changes_the_size_and_averages_blocks():

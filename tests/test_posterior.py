@@ -258,3 +258,12 @@ def test_operators_without_an_svd_fall_back_to_the_dense_matrix_up_to_a_size():
     big = GaussianMixture(torch.ones(1), torch.zeros(1, MAX_DENSE + 1), torch.tensor(1.0))
     with pytest.raises(ValueError, match="has no SVD"):
         big.posterior(NoSVD((MAX_DENSE + 1,)), torch.zeros(MAX_DENSE + 1), 0.1)
+
+
+def test_score_is_the_gradient_of_the_noised_log_density():
+    prior = _random_mixture((4,), seed=30)
+    post = prior.posterior(LinearOperator(torch.randn(2, 4, dtype=F64, generator=_gen(31)), (4,)),
+                           torch.tensor([0.3, -0.2]), 0.4)
+    x = torch.randn(3, 4, dtype=F64, generator=_gen(32)).requires_grad_(True)
+    g, = torch.autograd.grad(post.log_prob(x, 0.7).sum(), x)
+    assert torch.allclose(post.score(x.detach(), 0.7), g, atol=1e-10)

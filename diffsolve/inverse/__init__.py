@@ -10,5 +10,6 @@ from .solve import DEFAULT_METHOD, solve_inverse
 
 methods = list_methods
 
-__all__ = ["Operator", "SVD", "LinearOperator", "Denoising", "Inpainting", "SuperResolution", "GaussianBlur", "sigma_in_model_units", "Problem", "solve_inverse", "methods",
+__all__ = ["Operator", "SVD", "LinearOperator", "Denoising", "Inpainting", "SuperResolution", "GaussianBlur",
+           "sigma_in_model_units", "Problem", "solve_inverse", "methods",
            "METHODS", "InverseMethod", "get_method", "DEFAULT_METHOD"]

@@ -253,7 +253,8 @@ class Inpainting(Operator):
             try:
                 mask = mask.expand(shape)
             except RuntimeError:
-                raise ValueError(f"Inpainting: mask of shape {tuple(mask.shape)} does not broadcast to {shape}") from None
+                raise ValueError(f"Inpainting: mask of shape {tuple(mask.shape)} does not broadcast "
+                                 f"to {shape}") from None
         self.mask = mask.bool().contiguous()
         self.in_shape = tuple(self.mask.shape)
         flat = self.mask.reshape(-1)
@@ -351,7 +352,7 @@ class SuperResolution(Operator):
         return b.reshape(*lead, h, w, f, f).movedim(-2, -3).reshape(*lead, h * f, w * f)
 
     def _reflect(self, b: Tensor) -> Tensor:
-        w = self._w.to(b.dtype)
+        w = self._w.to(device=b.device, dtype=b.dtype)
         return b - 2 * (b @ w)[..., None] * w
 
     def _forward(self, x):
@@ -454,17 +455,19 @@ class GaussianBlur(Operator):
 
         def coords(x):  # (B, ..., H, W) -> (B, n) real Fourier coordinates, channel-major
             X = torch.fft.fft2(x, norm="ortho").reshape(x.shape[0], C, H * W)
-            c = torch.cat([X[..., sc].real, r2 * X[..., rep].real, r2 * X[..., rep].imag], -1)
+            i_sc, i_rep = sc.to(x.device), rep.to(x.device)
+            c = torch.cat([X[..., i_sc].real, r2 * X[..., i_rep].real, r2 * X[..., i_rep].imag], -1)
             return c.reshape(x.shape[0], n)
 
         def uncoords(z):
             z = z.reshape(z.shape[0], C, H * W)
             a, b = z[..., len(sc): len(sc) + len(rep)], z[..., len(sc) + len(rep):]
-            X = torch.zeros(z.shape[0], C, H * W, dtype=torch.complex128 if z.dtype == torch.float64 else torch.complex64,
-                            device=z.device)
-            X[..., sc] = z[..., : len(sc)].to(X.dtype)
-            X[..., rep] = torch.complex(a, b) / r2
-            X[..., part] = torch.complex(a, -b) / r2
+            cdt = torch.complex128 if z.dtype == torch.float64 else torch.complex64
+            X = torch.zeros(z.shape[0], C, H * W, dtype=cdt, device=z.device)
+            dev = z.device
+            X[..., sc.to(dev)] = z[..., : len(sc)].to(X.dtype)
+            X[..., rep.to(dev)] = torch.complex(a, b) / r2
+            X[..., part.to(dev)] = torch.complex(a, -b) / r2
             return torch.fft.ifft2(X.reshape(z.shape[0], *lead, H, W), norm="ortho").real
 
         def Vt(x):
@@ -476,11 +479,11 @@ class GaussianBlur(Operator):
             return uncoords(out)
 
         def Ut(y):
-            return Vt(y)[:, :keep] * sign.to(y.dtype)
+            return Vt(y)[:, :keep] * sign.to(device=y.device, dtype=y.dtype)
 
         def U(z):
             full = z.new_zeros(z.shape[0], n)
-            full[:, :keep] = z * sign.to(z.dtype)
+            full[:, :keep] = z * sign.to(device=z.device, dtype=z.dtype)
             return V(full)
 
         return SVD(sv=sv, Vt=Vt, V=V, Ut=Ut, U=U)

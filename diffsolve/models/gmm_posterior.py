@@ -162,6 +162,11 @@ class GaussianMixturePosterior(Denoiser):
         out[live.to(y.device)] = self._from_spec(z).to(y.dtype)
         return out
 
+    def score(self, y: Tensor, s: Tensor | float) -> Tensor:
+        """grad_y log p_s(y | measurement) = (D(y, s) - y) / s^2 (s > 0)."""
+        s = torch.as_tensor(s, dtype=y.dtype).reshape(-1, *([1] * (y.ndim - 1)))
+        return (self(y, s.reshape(-1) if s.numel() > 1 else float(s)) - y) / s**2
+
     # -- exact samples and moments -----------------------------------------------------------
     def sample(self, num: int, generator: torch.Generator | None = None, return_labels: bool = False):
         """Exact posterior samples of x0 (float64), (num, *shape)."""
