@@ -8,7 +8,9 @@ evaluations (:mod:`diffsolve.solvers.dpm_solver`):
 * DPM-Solver-23: y_low = DPM-Solver-2 (r1 = 1/3), y_high = DPM-Solver-3: 3 evaluations.
 
 The first, D(y, s) at the step's start, is shared by every attempt from the same point: a rejected
-attempt costs one evaluation fewer (k-diffusion's dpm_adaptive caches it the same way).
+attempt costs one evaluation fewer.  (k-diffusion's dpm_adaptive, 0.1.1.post1, does not: it clears
+its cache at every attempt, so a rejection costs it all 3; counted on gmm-64 at rtol 0.01, 57
+calls for 16 accepted and 3 rejected steps.)
 
 The error estimate [DPM-Solver Alg. 4], elementwise tolerance and RMS over each sample's
 elements, the worst sample of the batch deciding (all rows share the step size):
