@@ -9,7 +9,7 @@ import torch
 
 import diffsolve
 from diffsolve.inverse import Denoising, GaussianBlur, Inpainting, LinearOperator, SuperResolution
-from diffsolve.metrics.exact import sliced_w2
+from diffsolve.metrics.exact import mode_tv, mode_tv_floor, sliced_w2
 from diffsolve.models.gmm import GaussianMixture, builtin, grid_mixture
 from diffsolve.models.gmm_posterior import MAX_DENSE
 
@@ -185,18 +185,24 @@ def test_weights_are_computed_in_log_space():
     assert int(post.weights.argmax()) == 24 and float(post.weights[24]) == pytest.approx(1.0)
 
 
-def test_sampling_the_posterior_denoiser_matches_exact_samples():
+@pytest.mark.parametrize("solver, nfe", [("dpm++2m", 50), ("heun", 59)])
+def test_sampling_the_posterior_denoiser_matches_exact_samples(solver, nfe):
+    """The oracle: our ODE solvers on the exact posterior denoiser. Observing one coordinate of
+    MCGdiff's grid mixture leaves the other grid index ambiguous: a multimodal posterior. The
+    start y = s_max * noise drops the posterior's mean (about 7 here): at s_max = 200 that costs
+    2.8x the floor, whatever the NFE; s_max = 2000 makes it negligible."""
     prior = grid_mixture(8, weights="chi2", seed=1)
-    A = LinearOperator(torch.randn(2, 8, dtype=F64, generator=_gen(19)), (8,))
-    y = A.measure(prior.sample(1, generator=_gen(20)), 1.0, seeds=[0])
-    post = prior.posterior(A, y, 1.0)
-    n = 2000
+    post = prior.posterior(Inpainting(torch.eye(8)[0]), torch.tensor([4.0]), 1.0)
+    assert int((post.weights > 0.02).sum()) >= 5
+    n = 4000
     a, b = post.sample(n, generator=_gen(21)), post.sample(n, generator=_gen(22))
     floor = sliced_w2(a, b)
     noise = torch.randn(n, 8, dtype=F64, generator=_gen(23))
-    res = diffsolve.sample(post, noise, solver="heun", nfe=59, s_max=200.0)
-    assert res.samples.shape == (n, 8)
-    assert sliced_w2(res.samples, a) < 1.5 * floor + 0.02
+    res = diffsolve.sample(post, noise, solver=solver, nfe=nfe, s_max=2000.0)
+    assert res.samples.shape == (n, 8) and res.nfe == nfe
+    assert sliced_w2(res.samples, a) < 1.5 * floor
+    assert sliced_w2(prior.sample(n, generator=_gen(24)), a) > 5 * floor     # the test can fail
+    assert mode_tv(post, res.samples) < 3 * mode_tv_floor(post.weights, n)
 
 
 def test_grid_mixture_is_mcgdiffs_prior():
