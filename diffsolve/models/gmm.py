@@ -237,11 +237,14 @@ def _gmm_random(name: str, shape: tuple[int, ...], K: int, r: int, mean_scale: f
 
 def grid_mixture(dim: int, spacing: float = 8.0, variance: float = 1.0, weights: str = "equal",
                  seed: int = 0) -> GaussianMixture:
-    """MCGdiff's benchmark prior [MCGdiff Sec. 4.1] (Cardoso et al. 2023): 25 components with
-    means ``(s i, s j, s i, s j, ...)`` in ``dim`` dimensions for i, j in {-2, ..., 2}
-    (``s = spacing``, 8 in the paper; the pair repeated, cut to ``dim`` when it is odd),
-    covariance ``variance * I`` (unit in the paper), weights ``"equal"`` or ``"chi2"``
-    (independent chi-squared(1) draws from ``seed``, as the paper's random weights).
+    """MCGdiff's benchmark prior [MCGdiff Sec. 4.1, App. B.3] (Cardoso et al. 2023): 25
+    components with means ``(s i, s j, s i, s j, ...)`` in ``dim`` dimensions for i, j in
+    {-2, ..., 2} (``s = spacing``, 8 in the paper; the pair repeated, cut to ``dim`` when it is
+    odd), covariance ``variance * I`` (unit in the paper), weights ``"equal"`` or ``"chi2"``
+    (squared standard normals drawn from ``seed``, normalised: the paper's random weights).
+    The paper's measurements (not built here): A of shape (d_y, dim) with d_y in {1, 2, 4}, a
+    Gaussian matrix whose singular values are replaced by sorted U(0, 1) draws, and
+    sigma_y = U(0, 1) * max(sv).
 
     >>> g = grid_mixture(8)
     >>> g.K, g.shape, g.means[24].tolist()
