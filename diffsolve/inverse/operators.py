@@ -10,6 +10,11 @@ Every operator maps a batch x of shape (B, *in_shape) to (B, *out_shape) and giv
 * ``measure(x, sigma_y, seeds)``: A x plus seeded Gaussian noise (per-sample seeds, as the
   samplers' noise: a measurement does not change with the batch around it).
 
+Operators: :class:`Denoising` (A = I), :class:`Inpainting` (observed entries, A A^T = I),
+:class:`SuperResolution` (average pooling, blockwise Householder SVD), :class:`GaussianBlur`
+(circular, real Fourier SVD) and the dense :class:`LinearOperator`. Their ``name`` picks the
+methods' per-family defaults: "denoising", "inpainting", "super-resolution", "blur".
+
 Units: ``x`` and ``sigma_y`` are in the prior's own data range (for the shipped image models,
 [-1, 1]: a noise of 0.05 in [0, 1] pixel units is ``sigma_y = 0.1`` there; see
 :func:`sigma_in_model_units`).
