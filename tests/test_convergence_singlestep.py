@@ -42,21 +42,25 @@ def test_convergence_order(name, order, evals, path):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["dpm-solver-12", "dpm-solver-23"])
-@pytest.mark.parametrize("controller", ["paper", "integral"])
+@pytest.mark.parametrize("controller", ["paper", "integral", "default"])
 def test_adaptive_error_follows_the_tolerance(name, path, controller):
     """Tighter rtol (atol = rtol/10): more evaluations, and an error that shrinks in proportion,
-    within a factor [1e-3, 1e-1] of rtol * RMS(y) (measured 0.0035 - 0.015)."""
+    within a factor [1e-3, 1e-1] of rtol * RMS(y) (measured 0.0035 - 0.015).  "paper" and
+    "integral" judge the worst sample; the default (integral controller, batch RMS) also keeps
+    the error within that factor of the tolerance, though not one decade per decade (its error at
+    rtol 1e-2 is relatively larger: 58x from 1e-2 to 1e-3 on ddpm-linear)."""
+    options = {} if controller == "default" else {"controller": controller, "error_norm": "sample-max"}
     g, noise = setup("gmm-64", path)
     ref = reference("gmm-64", path, "log-snr", "s_min", S_MIN)
     scale = float(ref.pow(2).mean().sqrt())
     nfes, errs = [], []
     for rtol in (1e-2, 1e-3, 1e-4):
         res = diffsolve.sample(g, noise, solver=name, nfe=None, schedule="log-snr", path=path, final="s_min",
-                               s_min=S_MIN, rtol=rtol, atol=rtol / 10, controller=controller)
+                               s_min=S_MIN, rtol=rtol, atol=rtol / 10, **options)
         assert res.nfe == res.eval_levels.numel()
         nfes.append(res.nfe)
         errs.append(rms(res.samples, ref))
         assert 1e-3 < errs[-1] / (rtol * scale) < 1e-1, (rtol, errs[-1], res.nfe)
     assert nfes[0] < nfes[1] < nfes[2], nfes
     for a, b in zip(errs, errs[1:]):  # one decade of rtol: roughly one decade of error
-        assert 1 / 30 < b / a < 1 / 3, errs
+        assert (1 / 100 if controller == "default" else 1 / 30) < b / a < 1 / 3, errs

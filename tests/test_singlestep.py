@@ -182,7 +182,7 @@ def test_adaptive_refuses_a_budget_and_reports_what_it_used():
 def test_adaptive_controllers_accept_and_propose_as_documented():
     from diffsolve.solvers import get_solver
 
-    paper = get_solver("dpm-solver-23")
+    paper = get_solver("dpm-solver-23", controller="paper")
     assert paper._control(0.1, 1.0)[0] and not paper._control(0.1, 1.01)[0]
     assert abs(paper._control(0.1, 8.0)[1] - 0.9 * 0.1 / 2) < 1e-15  # theta h E^(-1/3)
     integ = get_solver("dpm-solver-23", controller="integral")

@@ -37,8 +37,9 @@ REFERENCE, FLOOR = "reference:rk4-vs-dopri5", "exact:floor"
 EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {
     "dpm++3m": [{"variant": "reference"}, {"variant": "taylor"}],  # whichever is not the default
     "deis": [{"variable": "s"}, {"variable": "log-s"}],  # polynomial in rho or log(rho): the non-default one
-    "dpm-solver-12": [{"controller": "integral"}],  # step-size rule: the paper's or an integral controller
-    "dpm-solver-23": [{"controller": "integral"}],
+    # step-size rule: the default integral controller over the batch, or the paper's Algorithm 4
+    "dpm-solver-12": [{"controller": "paper", "error_norm": "sample-max"}],
+    "dpm-solver-23": [{"controller": "paper", "error_norm": "sample-max"}],
     "unipc-bh1": [{"order": 3}],
     "unipc-bh2": [{"order": 3}],
 }
