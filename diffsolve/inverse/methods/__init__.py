@@ -1,5 +1,6 @@
 """Posterior samplers; importing this package registers every method module."""
 
 from .base import METHODS, InverseMethod, get_method, list_methods, register
+from . import daps, diffpir, dps, pigdm, red_diff  # noqa: F401  (registers)
 
 __all__ = ["METHODS", "InverseMethod", "get_method", "list_methods", "register"]

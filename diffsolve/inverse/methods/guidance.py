@@ -1,0 +1,159 @@
+"""What the gradient- and proximal-style posterior samplers share (DPS, PiGDM, DiffPIR, DAPS,
+RED-diff): a guidance wrapper whose vector-Jacobian products through the denoiser are counted,
+budget rules that refuse an NFE a method cannot spend exactly, the explicit x0-hat clipping
+option, operator-family defaults and the operator's largest singular value.
+
+Guidance in canonical space (DESIGN.md): adding a term g to the score of p_s(y) is
+``D' = D + s^2 g``.  For a likelihood approximated through x0-hat, ``g = J^T v`` where
+``J = dD/dy`` and ``v`` is a covector on data (``v = grad_x0 log p(meas | x0)`` at x0 = D for
+DPS; PiGDM's preconditioned residual): one vector-Jacobian product (VJP) per call, counted
+here and reported in ``res.info["vjp"]``.
+
+    >>> import torch, diffsolve
+    >>> g = diffsolve.exact_model("gmm-2d")
+    >>> w = VJPGuided(g, lambda x0, s: torch.ones_like(x0))   # v = 1: pulls x0-hat along J^T 1
+    >>> res = diffsolve.sample(w, torch.randn(4, 2, dtype=torch.float64), solver="ddim", nfe=5)
+    >>> res.nfe, w.vjps
+    (5, 5)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ...checks import check_number
+from ...sample import SampleResult, sample
+from ...denoisers import DenoiserWrapper
+from ...solvers.base import NFEError
+from ...tensors import bc
+from ..operators import Operator
+
+__all__ = ["VJPGuided", "check_clip", "clip_x0", "calls_per_step_budget", "family", "per_family",
+           "largest_singular_value", "with_cost", "run_guided"]
+
+Covector = Callable[[Tensor, "float | Tensor"], Tensor]
+
+
+def check_clip(owner: str, clip: Any) -> tuple[float, float] | None:
+    """The clipping option: None (off, the default: clipping biases the posterior) or a pair
+    ``(lo, hi)`` of finite numbers with lo < hi, in the prior's data units."""
+    if clip is None:
+        return None
+    if not isinstance(clip, (tuple, list)) or len(clip) != 2:
+        raise ValueError(f"{owner}: clip={clip!r} is not accepted; accepted: None or (lo, hi), e.g. (-1, 1)")
+    lo = check_number(owner, "clip[0]", clip[0])
+    hi = check_number(owner, "clip[1]", clip[1])
+    if not lo < hi:
+        raise ValueError(f"{owner}: clip={clip!r} is not accepted; accepted: (lo, hi) with lo < hi")
+    return lo, hi
+
+
+def clip_x0(x: Tensor, clip: tuple[float, float] | None) -> Tensor:
+    """x clamped to ``clip`` (unchanged for None)."""
+    return x if clip is None else x.clamp(clip[0], clip[1])
+
+
+class VJPGuided(DenoiserWrapper):
+    """``D'(y, s) = clip(D + s^2 J^T v(D, s))`` with ``J = dD/dy`` (one VJP per call, counted in
+    ``vjps``); ``covector(x0, s)`` returns ``v`` per row (shape of x0), from the detached x0-hat.
+    The VJP runs in the network's own precision; the inner denoiser is called once per call."""
+
+    def __init__(self, inner, covector: Covector, clip: tuple[float, float] | None = None):
+        super().__init__(inner)
+        self.covector, self.clip, self.vjps = covector, clip, 0
+
+    def denoise(self, y: Tensor, s, **cond):
+        with torch.enable_grad():
+            y_in = y.detach().requires_grad_(True)
+            d = self.inner(y_in, s, **cond)
+            v = self.covector(d.detach(), s).to(d.dtype)
+            (g,) = torch.autograd.grad(d, y_in, grad_outputs=v)
+        self.vjps += 1
+        s2 = s * s if isinstance(s, float) else bc(s * s, y)
+        return clip_x0(d.detach() + s2 * g.to(y.dtype), self.clip)
+
+
+def calls_per_step_budget(owner: str, nfe: int, per: int, what: str) -> int:
+    """``nfe // per`` when ``per`` divides ``nfe``, else an NFEError naming the nearest budgets."""
+    if nfe % per:
+        lo, hi = (nfe // per) * per, (nfe // per + 1) * per
+        near = f"{lo} or {hi}" if lo > 0 else f"{hi}"
+        raise NFEError(f"{owner} cannot use exactly nfe={nfe}: it spends {per} network calls {what}; "
+                       f"nearest budgets it can honour: {near}")
+    return nfe // per
+
+
+def with_cost(owner: str, per: int, run: Callable[[int], Any], nfe: int, what: str):
+    """Run ``run(nfe // per)`` (a call into ``sample``), translating the solver's refusal of an
+    inner budget into the outer budget (x ``per``)."""
+    inner = calls_per_step_budget(owner, nfe, per, what)
+    try:
+        return run(inner)
+    except NFEError as e:
+        msg = str(e)
+        raise NFEError(f"{owner}: nfe={nfe} means {inner} solver evaluations ({per} network calls each, {what}); "
+                       f"the solver refused them: {msg} (multiply its budgets by {per})") from None
+
+
+#: operator families with their own defaults (by ``operator.name``, lower-cased substring)
+FAMILIES = (("inpaint", "inpainting"), ("super", "super-resolution"), ("blur", "deblurring"),
+            ("denois", "denoising"))
+
+
+def family(operator: Operator) -> str:
+    """The operator's family for per-task defaults: inpainting, super-resolution, deblurring,
+    denoising, or ``"default"`` (dense and unknown operators).
+
+    >>> from diffsolve.inverse import LinearOperator
+    >>> family(LinearOperator(torch.eye(2), (2,)))
+    'default'
+    """
+    name = str(getattr(operator, "name", "")).lower()
+    for key, fam in FAMILIES:
+        if key in name:
+            return fam
+    return "default"
+
+
+def per_family(value: Any, table: dict[str, Any], operator: Operator) -> Any:
+    """``value`` if the user gave one, else the table's entry for the operator's family."""
+    if value is not None:
+        return value
+    return table.get(family(operator), table["default"])
+
+
+def largest_singular_value(operator: Operator, dtype=torch.float64, iters: int = 50) -> float:
+    """||A||_2: from the SVD where the operator has one, else by power iteration on A^T A
+    (forward/adjoint only; a fixed start, so deterministic)."""
+    svd = operator.svd()
+    if svd is not None:
+        return float(svd.sv.max()) if svd.rank else 0.0
+    x = torch.ones(1, *operator.in_shape, dtype=dtype)
+    x = x / x.norm()
+    lam = 0.0
+    for _ in range(iters):
+        z = operator.adjoint(operator.forward(x))
+        lam = float(z.norm())
+        if lam == 0.0:
+            return 0.0
+        x = z / lam
+    return math.sqrt(lam)
+
+
+def run_guided(owner: str, wrapper: VJPGuided, noise: Tensor, *, nfe: int, seeds: Sequence[int],
+               cond: dict[str, Any], solver: str, progress: bool, **solver_options: Any) -> SampleResult:
+    """Sample ``wrapper`` with any solver of ours at ``nfe`` network calls in all: every solver
+    evaluation is one forward call and one VJP, so the solver gets ``nfe / 2`` evaluations.
+    ``res.nfe`` = forward calls counted by the driver + VJPs counted by the wrapper."""
+    res = with_cost(owner, 2, lambda n: sample(wrapper, noise, solver=solver, nfe=n, seeds=list(seeds), cond=cond,
+                                               progress=progress, **solver_options),
+                    nfe, "per solver evaluation (a forward call and a VJP)")
+    if wrapper.vjps != res.nfe:
+        raise RuntimeError(f"internal error: {owner} made {res.nfe} forward calls and {wrapper.vjps} VJPs")
+    res.info.update(vjp=wrapper.vjps, forward=res.nfe, solver=res.solver)
+    res.nfe = res.nfe + wrapper.vjps
+    return res
