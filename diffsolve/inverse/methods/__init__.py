@@ -2,5 +2,6 @@
 
 from .base import METHODS, InverseMethod, get_method, list_methods, register
 from . import daps, diffpir, dps, pigdm, red_diff  # noqa: F401  (registers)
+from . import ddnm, ddrm, smc  # noqa: F401  (registers)
 
 __all__ = ["METHODS", "InverseMethod", "get_method", "list_methods", "register"]
