@@ -120,8 +120,9 @@ def test_each_peer_runs_and_its_calls_are_counted(method, name):
     y = op.measure(x, 0.1, seeds=[0, 1])
     r = run_deepinv(method, _gaussian_prior(op.in_shape), op, y, 0.1, nfe=4, seeds=[0, 1])
     assert r["samples"].shape == (2, *op.in_shape) and bool(torch.isfinite(r["samples"]).all())
-    assert r["nfe"] == 4
-    assert r["vjp"] == (4 if method == "dps" else 0)
+    assert r["nfe"] == 4  # DPS: 2 steps of a forward call and a VJP
+    assert r["vjp"] == (2 if method == "dps" else 0)
+    assert r["info"]["calls"] == (2 if method == "dps" else 4)
     assert r["info"]["identity"] == (1 if method == "ddrm" else 0)
     assert r["seconds"] > 0 and r["info"]["sigma01"] == pytest.approx(0.05)
 
@@ -131,10 +132,10 @@ def test_same_seeds_same_samples_and_the_global_rng_is_left_alone():
     y = op.measure(_rand(SHAPE, 6, batch=2), 0.1)
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    a = run_deepinv("dps", _gaussian_prior(), op, y, 0.1, nfe=3, seeds=[7, 8])["samples"]
+    a = run_deepinv("dps", _gaussian_prior(), op, y, 0.1, nfe=4, seeds=[7, 8])["samples"]
     assert torch.equal(torch.random.get_rng_state(), before)
-    b = run_deepinv("dps", _gaussian_prior(), op, y, 0.1, nfe=3, seeds=[7, 8])["samples"]
-    c = run_deepinv("dps", _gaussian_prior(), op, y, 0.1, nfe=3, seeds=[9, 8])["samples"]
+    b = run_deepinv("dps", _gaussian_prior(), op, y, 0.1, nfe=4, seeds=[7, 8])["samples"]
+    c = run_deepinv("dps", _gaussian_prior(), op, y, 0.1, nfe=4, seeds=[9, 8])["samples"]
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -156,6 +157,8 @@ def test_refusals_name_the_bad_value():
         run_deepinv("pigdm", _gaussian_prior(), op, y, 0.1, nfe=3)
     with pytest.raises(ValueError, match="shape"):
         run_deepinv("dps", _gaussian_prior(), op, y[:, :3], 0.1, nfe=3)
+    with pytest.raises(ValueError, match="even, got 3"):
+        run_deepinv("dps", _gaussian_prior(), op, y, 0.1, nfe=3)
     with pytest.raises(ValueError, match="sigma_y"):
         run_deepinv("dps", _gaussian_prior(), op, y, -0.1, nfe=3)
     with pytest.raises(ValueError, match="3 seeds"):

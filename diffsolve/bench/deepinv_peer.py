@@ -26,7 +26,7 @@ really uses torchvision (datasets, plotting, training) raises ImportError naming
 
     >>> from diffsolve.bench.deepinv_peer import DEEPINV_METHODS, default_steps
     >>> DEEPINV_METHODS, default_steps("dps"), default_steps("ddrm"), default_steps("diffpir")
-    (('dps', 'ddrm', 'diffpir'), 999, 99, 100)
+    (('dps', 'ddrm', 'diffpir'), 1998, 99, 100)
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ __all__ = ["DEEPINV_METHODS", "deepinv_available", "load_deepinv", "DeepinvDenoi
 
 DEEPINV_METHODS = ("dps", "ddrm", "diffpir")
 
-#: network calls each method makes at deepinv's default settings (DPS: 1000 time steps, 999 steps
-#: with one VJP each, none at t = 0; DDRM: 100 levels linspace(1, 0), the last at sigma = 0 is the
+#: network calls each method makes at deepinv's default settings, a VJP counting as one call as in
+#: :func:`diffsolve.inverse.solve_inverse` (DPS: 1000 time steps, 999 steps of a forward call and
+#: a VJP each, none at t = 0; DDRM: 100 levels linspace(1, 0), the last at sigma = 0 is the
 #: identity; DiffPIR: max_iter = 100)
-_DEFAULT_NFE = {"dps": 999, "ddrm": 99, "diffpir": 100}
+_DEFAULT_NFE = {"dps": 2 * 999, "ddrm": 99, "diffpir": 100}
 
 
 def default_steps(method: str) -> int:
@@ -270,7 +271,10 @@ def _build(dinv, method: str, den: DeepinvDenoiser, nfe: int | None, sigma01: fl
     if method == "dps":
         kw = dict(options)
         if nfe is not None:
-            kw["num_steps"] = nfe + 1  # num_steps levels from t = 1 to 0: one VJP per step, none at t = 0
+            if nfe % 2:
+                raise ValueError(f"deepinv's DPS spends 2 calls per step (a forward call and a VJP): nfe must be "
+                                 f"even, got {nfe}")
+            kw["num_steps"] = nfe // 2 + 1  # num_steps levels from t = 1 to 0: a call and a VJP per step, none at t = 0
         kw.setdefault("rng", torch.Generator().manual_seed(seed))
         return dinv.sampling.DPS(den, **kw)
     if method == "ddrm":
@@ -294,13 +298,15 @@ def run_deepinv(method: str, prior, operator: Operator, y: Tensor, sigma_y: floa
     :func:`diffsolve.inverse.solve_inverse` (``y`` and ``sigma_y`` in the prior's data units,
     ``data_range``; samples returned in them).
 
-    ``nfe``: network calls to spend (DPS: ``num_steps = nfe + 1``, each a VJP; DDRM:
+    ``nfe``: network calls to spend, a VJP counting as one (DPS: ``num_steps = nfe / 2 + 1``, a
+    forward call and a VJP per step, nfe even; DDRM:
     ``sigmas = linspace(1, 0, nfe + 1)``; DiffPIR: ``max_iter = nfe``); None: deepinv's defaults
     (:func:`default_steps`). ``seeds``: one per sample (default 0..B-1; see the module note on
     deepinv's batch-level noise). ``options`` go to deepinv's constructor.
 
-    Returns ``dict(samples, nfe, vjp, seconds, info)``: ``nfe`` is counted at the network (VJPs
-    included, each one call), ``seconds`` the wall time of deepinv's call."""
+    Returns ``dict(samples, nfe, vjp, seconds, info)``: ``nfe`` is counted at the network (forward
+    calls plus VJPs, each one call, as ``solve_inverse`` counts), ``vjp`` the VJPs among them,
+    ``seconds`` the wall time of deepinv's call; ``info["calls"]`` the forward calls."""
     method = check_choice("run_deepinv", "method", method, DEEPINV_METHODS)
     dinv = load_deepinv()
     nfe = check_nfe(nfe)
@@ -342,6 +348,6 @@ def run_deepinv(method: str, prior, operator: Operator, y: Tensor, sigma_y: floa
         seconds = time.perf_counter() - t0
     samples = (lo + c * x01.detach().to(torch.float64))
     info = dict(method=f"deepinv:{method}", operator=repr(operator), sigma_y=float(sigma_y), sigma01=sigma01,
-                steps="default" if nfe is None else nfe, clamped=den.clamped, identity=den.identity,
-                seed=seeds[0])
-    return dict(samples=samples, nfe=den.calls, vjp=den.vjp, seconds=seconds, info=info)
+                steps="default" if nfe is None else nfe, calls=den.calls, clamped=den.clamped,
+                identity=den.identity, seed=seeds[0])
+    return dict(samples=samples, nfe=den.calls + den.vjp, vjp=den.vjp, seconds=seconds, info=info)
