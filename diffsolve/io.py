@@ -9,6 +9,7 @@ work in a directory (training, the benchmark's store) calls it first.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -27,7 +28,12 @@ _ORPHAN = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}(\.[^.]*)?")
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file over ``path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file over ``path`` (a file path: a
+    directory there is refused)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory; pass the path of a file to write")
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=TMP_PREFIX, suffix=os.path.splitext(path)[1])
@@ -45,16 +51,44 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` (a str) to ``path`` atomically."""
+    if not isinstance(text, str):
+        raise TypeError(f"{path}: text must be a str, got {type(text).__name__}")
+
     def w(tmp: str) -> None:
         with open(tmp, "w") as f:
             f.write(text)
     atomic_write(path, w)
 
 
+def _not_json(obj: Any, where: str = "") -> str | None:
+    """Where in ``obj`` (``["a"][0]``) the first value strict JSON cannot hold is, and what it
+    is; None when every value is a str, a finite number, a bool, None, a list, a tuple or a
+    dict with string keys."""
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return None
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else f"{where or 'the value'} is {obj!r} (JSON has no NaN or inf)"
+    if isinstance(obj, (list, tuple)):
+        return next((r for i, v in enumerate(obj) if (r := _not_json(v, f"{where}[{i}]"))), None)
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                return f"{where or 'the object'} has a key {k!r} of type {type(k).__name__} (JSON keys are strings)"
+            if r := _not_json(v, f"{where}[{k!r}]"):
+                return r
+        return None
+    return f"{where or 'the value'} is of type {type(obj).__name__}, which JSON cannot hold"
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
-    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` as indented, key-sorted, strict JSON to ``path`` atomically; a value JSON
+    cannot hold (NaN, inf, an object, a non-string key) is refused naming the path and where it is."""
+    bad = _not_json(obj)
+    if bad:
+        raise ValueError(f"{path}: not written: {bad}; accepted: str, finite numbers, bool, None, "
+                         "lists and dicts with string keys")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def atomic_save_tensor(x: torch.Tensor, path: str) -> None:

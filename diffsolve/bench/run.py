@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from .cells import Cell, cell_key, make_cells
 from .measure import Context, compute_context, run_cell
+from .ray_address import check_ray_address
 from .spec import SweepSpec
 from .store import append_row, canonicalize, open_store, read_rows
 
@@ -35,9 +36,12 @@ def run_sweep(spec: SweepSpec, csv_path: str, *, ray: str | None = None, ray_cpu
     """Run (or resume) a sweep into ``csv_path``; returns the final rows.
 
     ``ray``: None (serial), ``"local"`` (start a Ray cluster on this machine with ``ray_cpus``
-    CPUs) or the address of a running cluster.  ``on_row(row, done, total)`` is called after every
+    CPUs) or the address of a running cluster (refused at once, before any work, when nothing
+    answers there: :func:`~diffsolve.bench.ray_address.check_ray_address`).  ``on_row(row, done, total)`` is called after every
     appended row; raising :class:`Interrupted` from it stops the sweep (rows written so far stay).
     """
+    if ray is not None:
+        check_ray_address(ray)
     cells = make_cells(spec)
     done = open_store(csv_path)
     todo = [c for c in cells if cell_key(spec, c) not in done]

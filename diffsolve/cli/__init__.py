@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of the sub-command ``command``."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
 def _message(e: BaseException) -> str:
     """The error's message on one line (a KeyError's without its quotes)."""
     text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
@@ -61,8 +67,11 @@ def _warning_printer(prog: str):
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = command_line(argv)
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # refused by the sub-command's parser, so that the message names the sub-command
+            _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # --help (0) or a refused argument (2), already printed
         return e.code if isinstance(e.code, int) else 2
     args.argv = argv

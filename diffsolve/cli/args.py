@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable, NoReturn
 from ..bench.methods import parse_method
 from ..denoisers import PREDICTIONS
 from ..models import accepted_models, is_model_name
+from ..models.checkpoint import locate
+from ..models.gmm import BUILTINS
 from ..paths import PATHS
 from ..schedules import SCHEDULES
 from ..solvers import get_solver
@@ -152,9 +154,15 @@ method_arg = library_check("method", parse_method)
 
 
 def model_name(text: str) -> str:
-    """An exact mixture, a shipped model or a checkpoint path (checked, not loaded)."""
+    """An exact mixture, a shipped model or a checkpoint path (found, not loaded: a path with
+    another extension than .json/.safetensors, or without its JSON, is refused)."""
     if not is_model_name(text):
         raise argparse.ArgumentTypeError(f"unknown model {text!r}; accepted: {accepted_models()}")
+    if text not in BUILTINS:
+        try:
+            locate(text)
+        except (ValueError, TypeError, OSError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 

@@ -20,11 +20,12 @@ import torch
 
 from ..bench.methods import default_methods
 from ..bench.overhead import format_overhead, measure_overhead
+from ..bench.ray_address import check_ray_address
 from ..bench.report import write_report
 from ..bench.run import run_sweep
 from ..bench.spec import DEFAULT_MODELS, DEFAULT_NFES, DEFAULT_SCHEDULES, SpecError, SweepSpec
 from ..io import atomic_write_json, atomic_write_text
-from .args import (UsageError, add_quiet, existing_file, method_arg, model_name, nfe_budget, nonneg_int, path_name,
+from .args import (UsageError, add_quiet, existing_file, library_check, method_arg, model_name, nfe_budget, nonneg_int, path_name,
                    positive_float, positive_int, prediction_name, schedule_name, solver_name)
 
 __all__ = ["add_parser", "cmd_bench"]
@@ -101,8 +102,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="bench/results/bench", help="output prefix: PREFIX.csv, PREFIX.md, PREFIX.png")
     p.add_argument("--from-csv", nargs="+", type=existing_file, default=None,
                    help="only write the report from existing sweep CSVs")
-    p.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="fan the cells out over Ray: 'local' starts a cluster here, else the address to join")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", type=library_check("ray_address", check_ray_address),
+                   help="fan the cells out over Ray: 'local' starts a cluster here, else the HOST:PORT to join "
+                        "(checked at once: it must accept a connection)")
     p.add_argument("--ray-cpus", type=positive_int, default=None, help="CPUs of a local Ray cluster")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads of this process")
     p.add_argument("--overhead", action="store_true",

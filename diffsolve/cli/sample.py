@@ -135,7 +135,10 @@ def _guided(args: argparse.Namespace, model: Any, labels: Tensor | None) -> tupl
 
 def cmd_sample(args: argparse.Namespace) -> int:
     nfe, tolerances = _nfe_and_tolerances(args)
-    model = load_model(args.model)
+    try:
+        model = load_model(args.model)
+    except (ValueError, OSError) as e:  # a checkpoint found at parse time that does not load
+        raise UsageError(f"argument --model: {e}") from None
     labels = _labels(args, model)
     den, guided = _guided(args, model, labels)
     seeds = list(range(args.seed, args.seed + args.num))

@@ -8,6 +8,13 @@ A checkpoint is two files side by side:
   ``prediction``, ``sigma_data``, the data ``shape`` (without batch), ``value_range``,
   ``num_classes`` and ``class_names``, and a ``training`` record (command, steps, losses).
 
+``save`` computes ``format``, ``weights`` (the file name ``NAME.safetensors``) and
+``weights_dtype`` itself (a passed meta's values of these are replaced: re-saving a loaded
+checkpoint's meta under another name points at the new weights) and writes every constructor
+argument of the network into ``arch_kwargs``.  ``load`` reads the weights file that the JSON's
+``weights`` field names; when that file is missing but ``NAME.safetensors`` lies beside
+``NAME.json`` (a pair renamed or copied by hand), it reads that one.
+
 ``load`` returns a :class:`TrainedDenoiser`, a ready :class:`~diffsolve.denoisers.NetworkDenoiser`
 with ``.shape``, ``.num_classes`` and ``.path``; class conditioning is passed as
 ``cond={"labels": LongTensor}`` and the null (unconditional) label is ``num_classes``.
@@ -40,9 +47,10 @@ from ..denoisers import NetworkDenoiser, check_shape
 from ..io import atomic_write, atomic_write_json
 from ..nets.embed import check_labels
 from ..paths import DiscreteVPPath, Path, get_path
-from .checkpoint_files import build_checked_net, check_meta, check_weights, read_json, read_weights
+from .checkpoint_files import (build_checked_net, check_meta, check_weights, check_weights_dtype, complete_arch_kwargs,
+                               read_json, read_weights)
 
-__all__ = ["save", "load", "TrainedDenoiser", "SHIPPED", "WEIGHTS_DIR", "shipped_models", "FORMAT"]
+__all__ = ["save", "load", "locate", "TrainedDenoiser", "SHIPPED", "WEIGHTS_DIR", "shipped_models", "FORMAT"]
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 FORMAT = "diffsolve-checkpoint/1"
@@ -109,24 +117,39 @@ class TrainedDenoiser(NetworkDenoiser):
                 f"prediction={self.prediction!r}, path={self.path.name!r})")
 
 
-def _state_dict_to_save(net: nn.Module | dict[str, Tensor], dtype: torch.dtype) -> dict[str, Tensor]:
+def _state_dict_to_save(net: Any, dtype: torch.dtype) -> dict[str, Tensor]:
+    """The tensors to write (cpu, floats in ``dtype``); ``net`` must be a torch module or a dict
+    of tensors."""
     sd = net.state_dict() if isinstance(net, nn.Module) else net
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
+        raise TypeError(f"net must be a torch.nn.Module or a dict of tensors (a state dict), got {type(net).__name__}")
     return {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in sd.items()}
 
 
 def save(prefix: str, net: nn.Module | dict[str, Tensor], meta: dict[str, Any], dtype: torch.dtype = torch.float32) -> str:
     """Write ``prefix.safetensors`` and ``prefix.json`` atomically; returns the JSON path.
 
-    ``meta`` must hold ``arch``, ``arch_kwargs``, ``path``, ``prediction`` and ``shape``; it is
-    checked as :func:`load` checks it, and so are the weights (in ``dtype``: a value that overflows
+    ``meta`` (a dict) must hold ``arch``, ``arch_kwargs``, ``path``, ``prediction`` and ``shape``;
+    its ``format``, ``weights`` and ``weights_dtype`` are replaced by this file's, and
+    ``arch_kwargs`` is completed with the constructor's defaults. It is checked as :func:`load`
+    checks it, and so are the weights (in ``dtype``, float16 or float32: a value that overflows
     float16 is refused), so that nothing is written that ``load`` would refuse."""
     from safetensors.torch import save_file
 
+    if not isinstance(prefix, (str, os.PathLike)):
+        raise TypeError(f"prefix must be a path (str), got {type(prefix).__name__}")
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict (the checkpoint's JSON: arch, arch_kwargs, path, prediction, shape, ...), "
+                        f"got {type(meta).__name__}")
+    check_weights_dtype(dtype)
+    prefix = os.fspath(prefix)
     if prefix.endswith(".json") or prefix.endswith(".safetensors"):
         prefix = os.path.splitext(prefix)[0]
-    full = {"format": FORMAT, "sigma_data": 0.5, "num_classes": 0, "value_range": [-1.0, 1.0],
-            "weights": os.path.basename(prefix) + ".safetensors", "weights_dtype": str(dtype).replace("torch.", ""),
-            **meta}
+    computed = {"format": FORMAT, "weights": os.path.basename(prefix) + ".safetensors",
+                "weights_dtype": str(dtype).replace("torch.", "")}
+    full = {"sigma_data": 0.5, "num_classes": 0, "value_range": [-1.0, 1.0], **meta, **computed}
+    if "arch_kwargs" in full:
+        full["arch_kwargs"] = complete_arch_kwargs(full.get("arch"), full["arch_kwargs"])
     check_meta(full, prefix + ".json")
     sd = _state_dict_to_save(net, dtype)
     check_weights(sd, build_checked_net(full, prefix + ".json"), prefix + ".safetensors", full["num_classes"])
@@ -136,7 +159,8 @@ def save(prefix: str, net: nn.Module | dict[str, Tensor], meta: dict[str, Any], 
 
 
 def _resolve(name_or_path: str) -> str:
-    """The JSON file of a shipped name, a prefix, a .json/.safetensors file or a directory."""
+    """The JSON file of a shipped name, a prefix without extension, a .json/.safetensors file or
+    a directory holding model.json / ema.json; a path with another extension is refused."""
     if name_or_path in SHIPPED or (os.sep not in name_or_path and not os.path.exists(name_or_path)):
         p = os.path.join(WEIGHTS_DIR, name_or_path + ".json")
         if os.path.exists(p):
@@ -152,13 +176,39 @@ def _resolve(name_or_path: str) -> str:
             if os.path.exists(os.path.join(p, cand)):
                 return os.path.join(p, cand)
         raise FileNotFoundError(f"{p}: no model.json (diffsolve checkpoint) or config.json (diffusers) in this directory")
-    if p.endswith(".safetensors"):
-        p = p[: -len(".safetensors")] + ".json"
-    elif not p.endswith(".json"):
+    ext = os.path.splitext(os.path.basename(p))[1]
+    if ext == ".safetensors":
+        p = p[: -len(ext)] + ".json"
+    elif ext != ".json":
+        if ext and not os.path.exists(p + ".json"):  # a prefix may hold dots when PREFIX.json exists
+            raise ValueError(f"{p}: not a checkpoint (extension {ext!r}); a checkpoint is a shipped name, a "
+                             "NAME.json or NAME.safetensors file, a prefix NAME without extension, or a directory "
+                             "holding model.json")
         p = p + ".json"
     if not os.path.exists(p):
         raise FileNotFoundError(f"{p}: checkpoint metadata not found")
     return p
+
+
+def locate(model: str) -> str:
+    """Where :func:`load` reads ``model`` (a name or path) from, without loading it: a diffusers
+    directory as given, else the checkpoint's JSON file; refused as :func:`load` refuses it."""
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a name or a path (str), got {type(model).__name__}")
+    return model if _is_diffusers_dir(model) else _resolve(model)
+
+
+def _weights_path(meta: dict, meta_path: str) -> str:
+    """The weights file of the checkpoint ``meta_path``: the one its ``weights`` field names, else
+    (that one missing) the ``NAME.safetensors`` beside ``NAME.json`` (a pair renamed by hand)."""
+    d = os.path.dirname(meta_path)
+    sibling = os.path.basename(meta_path)[: -len(".json")] + ".safetensors"
+    named = os.path.join(d, meta.get("weights") or sibling)
+    for p in (named, os.path.join(d, sibling)):
+        if os.path.isfile(p):
+            return p
+    raise FileNotFoundError(f"{named}: weights file not found (named by the 'weights' field of {meta_path}; "
+                            "a checkpoint renamed by hand needs its NAME.safetensors renamed alike)")
 
 
 def _is_diffusers_dir(p: Any) -> bool:
@@ -189,7 +239,7 @@ def load(model: Any, scheduler: Any = None, *, device: str | torch.device = "cpu
         raise ValueError(f"{meta_path} is not a diffsolve checkpoint (format {found!r}, expected {FORMAT!r})")
     check_meta(meta, meta_path)
     net = build_checked_net(meta, meta_path)
-    wpath = os.path.join(os.path.dirname(meta_path), meta.get("weights", os.path.basename(meta_path)[:-5] + ".safetensors"))
+    wpath = _weights_path(meta, meta_path)
     sd = read_weights(wpath)
     check_weights(sd, net, wpath, meta.get("num_classes", 0))
     net.load_state_dict({k: v.float() for k, v in sd.items()})

@@ -16,6 +16,7 @@ that loads and silently ignores its class labels).
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import numbers
@@ -30,10 +31,23 @@ from ..nets import ARCHITECTURES, build_net
 from ..nets.embed import Conditioning
 from ..paths import PATHS
 
-__all__ = ["REQUIRED_KEYS", "read_json", "check_meta", "read_weights", "check_weights", "build_checked_net"]
+__all__ = ["REQUIRED_KEYS", "REQUIRED_ARCH_KWARGS", "WEIGHT_DTYPES", "read_json", "check_meta", "read_weights",
+           "check_weights", "build_checked_net", "complete_arch_kwargs", "check_weights_dtype"]
 
 #: keys every checkpoint JSON must hold
 REQUIRED_KEYS = ("arch", "arch_kwargs", "path", "prediction", "shape")
+#: constructor arguments every checkpoint's ``arch_kwargs`` must name, per architecture.
+#: ``save`` writes every constructor argument, but the shipped JSONs lack some (mnist.json has no
+#: ``dropout``, ``groups``, ``heads``; moons.json no ``num_classes``), so only the argument that
+#: changes the network's function *and* that no tensor shows is required: ``t_scale`` (the time
+#: embedding's input scale; a default there is silently another model). The others are pinned by
+#: the weights (dim, hidden, depth, channels, channel_mults, num_res_blocks, attn_levels: a wrong
+#: default gives missing, unexpected or misshapen tensors, which check_weights refuses; num_classes:
+#: checked against the JSON's num_classes and the class embedding), inert at sampling (dropout), or
+#: absent from the shipped mnist.json, which was trained with their defaults (groups, heads).
+REQUIRED_ARCH_KWARGS = {"mlp": ("t_scale",), "unet": ("t_scale",)}
+#: the dtypes a checkpoint's weights are stored in (the ``weights_dtype`` field)
+WEIGHT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _SHOW = 5  # how many offending keys an error message names
 
 
@@ -95,6 +109,12 @@ def check_meta(meta: Any, path: str) -> None:
     if n_arch != n:
         raise ValueError(f"{path}: num_classes is {n!r} but arch_kwargs.num_classes is {n_arch!r}"
                          f"{'' if 'num_classes' in kw else ' (absent)'}; the two must agree")
+    absent = [k for k in REQUIRED_ARCH_KWARGS.get(arch, ()) if k not in kw]
+    if absent:
+        defaults = _constructor_defaults(arch)
+        raise ValueError(f"{path}: arch_kwargs lacks {', '.join(absent)}; the {arch} network would take the "
+                         f"constructor's default ({', '.join(f'{k}={defaults.get(k)!r}' for k in absent)}), which "
+                         "may not be the trained model's; add the value it was trained with")
     sd = meta.get("sigma_data", 0.5)
     if not _is_real(sd) or not math.isfinite(sd) or sd <= 0:
         raise ValueError(f"{path}: sigma_data must be a finite number > 0, got {sd!r}")
@@ -109,6 +129,37 @@ def check_meta(meta: Any, path: str) -> None:
     weights = meta.get("weights", "")
     if not isinstance(weights, str):
         raise ValueError(f"{path}: weights must be the weights file's name (a string), got {weights!r}")
+
+
+def _constructor_defaults(arch: str) -> dict[str, Any]:
+    params = inspect.signature(ARCHITECTURES[arch]).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _json_value(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def complete_arch_kwargs(arch: Any, kw: Any) -> Any:
+    """``kw`` with every constructor argument of ``arch`` that it omits set to its default (so a
+    saved checkpoint states the whole network); unknown ``arch`` or non-dict ``kw`` unchanged
+    (check_meta refuses them).
+
+    >>> complete_arch_kwargs("mlp", {"dim": 2, "hidden": 16})
+    {'dim': 2, 'hidden': 16, 'depth': 3, 'num_classes': 0, 't_scale': 1000.0}
+    """
+    if not isinstance(arch, str) or arch not in ARCHITECTURES or not isinstance(kw, dict):
+        return kw
+    return {**kw, **{k: _json_value(v) for k, v in _constructor_defaults(arch).items() if k not in kw}}
+
+
+def check_weights_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
+    """``dtype`` if weights can be stored in it (:data:`WEIGHT_DTYPES`), else ``ValueError``
+    naming the argument ``name``."""
+    if not isinstance(dtype, torch.dtype) or dtype not in WEIGHT_DTYPES.values():
+        raise ValueError(f"{name} {dtype!r} cannot store checkpoint weights; accepted: "
+                         + ", ".join(f"torch.{k}" for k in WEIGHT_DTYPES))
+    return dtype
 
 
 def build_checked_net(meta: dict, path: str) -> nn.Module:

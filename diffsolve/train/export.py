@@ -7,19 +7,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
-import torch
-from safetensors.torch import load_file
-
 from ..models.checkpoint import WEIGHTS_DIR, save
+from ..models.checkpoint_files import WEIGHT_DTYPES, read_json, read_weights
 from ..models.gmm import BUILTINS
 
 __all__ = ["export_run", "check_export_name", "EXPORT_DTYPES"]
 
-EXPORT_DTYPES = ("float16", "float32")
+EXPORT_DTYPES = tuple(WEIGHT_DTYPES)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -50,13 +47,11 @@ def export_run(out_dir: str, name: str, dtype: str = "float16", preset: str | No
     meta_path = os.path.join(out_dir, "model.json")
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"no checkpoint to export: {meta_path} not found")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    sd = load_file(os.path.join(out_dir, "model.safetensors"))
-    meta = {k: v for k, v in meta.items() if k not in ("weights", "weights_dtype", "format")}
+    meta = read_json(meta_path)  # save replaces its format, weights and weights_dtype
+    sd = read_weights(os.path.join(out_dir, "model.safetensors"))
     meta["name"] = name
     tr = meta.setdefault("training", {})
     if preset is not None:
         # runs are deterministic and resume bit for bit, so this reproduces the exported EMA weights
         tr["reproduce"] = f"diffsolve train --preset {preset} --steps {tr.get('steps')} --export"
-    return save(os.path.join(WEIGHTS_DIR, name), sd, meta, getattr(torch, dtype))
+    return save(os.path.join(WEIGHTS_DIR, name), sd, meta, WEIGHT_DTYPES[dtype])

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..data import load_dataset
 from ..io import atomic_write, atomic_write_text, remove_orphans
+from ..models.checkpoint_files import check_weights_dtype
 from ..nets import build_net, num_params
 from ..paths import get_path
 from .config import TrainConfig, config_differences, require_int, require_real
@@ -127,14 +128,21 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     (step, last losses, seconds, parameters, the orphaned temporary files of a killed write
     that were removed). Stops at ``cfg.steps`` or after ``max_seconds``.
 
-    Refuses (``ValueError``, naming the argument and what is accepted) a config that
-    :meth:`TrainConfig.check` refuses, an ``out_dir`` that is a file, and resuming from a
+    Refuses before any work (``ValueError`` / ``TypeError``, naming the argument and what is
+    accepted) every bad argument: a config that :meth:`TrainConfig.check` refuses, an ``out_dir``
+    that is a file, an ``export_dtype`` weights cannot be stored in, ...; and resuming from a
     ``state.pt`` written by another configuration (the differing fields named)."""
     from ..models.checkpoint import save as save_checkpoint
 
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     cfg.check()
+    for name, flag in (("resume", resume), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if command is not None and not isinstance(command, str):
+        raise TypeError(f"command must be a str (the command line to record) or None, got {type(command).__name__}")
+    check_weights_dtype(export_dtype, "export_dtype")
     require_int("log_every", log_every, 1)
     if ckpt_every is not None:
         require_int("ckpt_every", ckpt_every, 1)
