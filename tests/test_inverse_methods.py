@@ -178,12 +178,13 @@ def test_cg_prox_matches_the_closed_form(problem):
     assert largest_singular_value(op) == pytest.approx(math.sqrt(1.25), rel=1e-6)
 
 
-@pytest.mark.parametrize("name,nfe,near", [("dps", 21, "20 or 22"), ("pigdm", 7, "6 or 8"),
-                                           ("daps", 9, "8 or 10")])
-def test_budgets_a_method_cannot_spend_are_refused(gmm, problem, name, nfe, near):
+@pytest.mark.parametrize("name,nfe,opts,near", [("dps", 21, {}, "20 or 22"), ("pigdm", 7, {}, "6 or 8"),
+                                                ("daps", 9, {"ode_nfe": 2}, "8 or 10"),
+                                                ("daps", 151, {}, "150 or 152")])  # default: 2 per level at 100-999
+def test_budgets_a_method_cannot_spend_are_refused(gmm, problem, name, nfe, opts, near):
     A, y = problem
     with pytest.raises(NFEError, match=near):
-        solve_inverse(gmm, A, y, sigma_y=0.05, method=name, nfe=nfe, num=2)
+        solve_inverse(gmm, A, y, sigma_y=0.05, method=name, nfe=nfe, num=2, **opts)
 
 
 def test_solver_refusals_are_translated_to_the_outer_budget(gmm, problem):

@@ -26,11 +26,9 @@ sigma_y = 0 gives rho = 0: the projection onto ``A x = meas`` nearest x0.
 
 Cost: 1 network call per step, no VJP (nfe = steps).
 
-    >>> import torch, diffsolve
-    >>> from diffsolve.inverse import LinearOperator, solve_inverse
-    >>> A = LinearOperator(torch.tensor([[1.0, 0.5]]), (2,))
-    >>> res = solve_inverse(diffsolve.exact_model("gmm-2d"), A, torch.tensor([[0.5]]), sigma_y=0.05,
-    ...                     method="diffpir", nfe=20, num=4)
+    >>> from diffsolve.inverse import solve_inverse
+    >>> from diffsolve.inverse.methods.guidance import demo_problem
+    >>> res = solve_inverse(**demo_problem(), method="diffpir", nfe=20, num=4)
     >>> res.nfe, res.info["vjp"], res.info["zeta"], res.info["lambda"]
     (20, 0, 0.3, 7.0)
 """

@@ -23,11 +23,9 @@ with larger steps (the paper's per-step rule would apply 100x less guidance ther
 Cost: nfe = forward calls + VJPs = 2 per solver evaluation (``nfe=20``: 10 ddpm steps).  The
 measurement noise sigma_y does not enter (as in the paper: zeta replaces 1/sigma_y^2).
 
-    >>> import torch, diffsolve
-    >>> from diffsolve.inverse import LinearOperator, solve_inverse
-    >>> A = LinearOperator(torch.tensor([[1.0, 0.0]]), (2,))
-    >>> res = solve_inverse(diffsolve.exact_model("gmm-2d"), A, torch.tensor([[0.7]]), sigma_y=0.05,
-    ...                     method="dps", nfe=20, num=4)
+    >>> from diffsolve.inverse import solve_inverse
+    >>> from diffsolve.inverse.methods.guidance import demo_problem
+    >>> res = solve_inverse(**demo_problem(), method="dps", nfe=20, num=4)
     >>> res.nfe, res.info["vjp"], res.info["solver"]
     (20, 10, 'ddpm')
 """

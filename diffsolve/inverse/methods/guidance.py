@@ -33,7 +33,7 @@ from ...tensors import bc
 from ..operators import Operator
 
 __all__ = ["VJPGuided", "check_clip", "clip_x0", "calls_per_step_budget", "family", "per_family",
-           "largest_singular_value", "with_cost", "run_guided"]
+           "largest_singular_value", "with_cost", "run_guided", "demo_problem"]
 
 Covector = Callable[[Tensor, "float | Tensor"], Tensor]
 
@@ -142,6 +142,22 @@ def largest_singular_value(operator: Operator, dtype=torch.float64, iters: int =
             return 0.0
         x = z / lam
     return math.sqrt(lam)
+
+
+def demo_problem(sigma_y: float = 0.05):
+    """The small problem the methods' examples run: the 2-D mixture prior, A = [1, 0.5] and the
+    measurement 0.5 (its modes at (0, 1) and (0.71, -0.71) fit it), as keyword arguments of
+    :func:`~diffsolve.inverse.solve_inverse`.
+
+    >>> sorted(demo_problem())
+    ['operator', 'prior', 'sigma_y', 'y']
+    """
+    from ...models.gmm import builtin
+    from ..operators import LinearOperator
+
+    A = LinearOperator(torch.tensor([[1.0, 0.5]], dtype=torch.float64), (2,))
+    return {"prior": builtin("gmm-2d"), "operator": A, "y": torch.tensor([[0.5]], dtype=torch.float64),
+            "sigma_y": sigma_y}
 
 
 def run_guided(owner: str, wrapper: VJPGuided, noise: Tensor, *, nfe: int, seeds: Sequence[int],

@@ -21,11 +21,9 @@ The paper's Alg. 1 weights g by sqrt(alpha_t) on its 100-step DDIM grid (a heuri
 
 Cost: nfe = forward calls + VJPs = 2 per solver evaluation.
 
-    >>> import torch, diffsolve
-    >>> from diffsolve.inverse import LinearOperator, solve_inverse
-    >>> A = LinearOperator(torch.tensor([[1.0, 0.5]]), (2,))
-    >>> res = solve_inverse(diffsolve.exact_model("gmm-2d"), A, torch.tensor([[0.5]]), sigma_y=0.05,
-    ...                     method="pigdm", nfe=20, num=4)
+    >>> from diffsolve.inverse import solve_inverse
+    >>> from diffsolve.inverse.methods.guidance import demo_problem
+    >>> res = solve_inverse(**demo_problem(), method="pigdm", nfe=20, num=4)
     >>> res.nfe, res.info["vjp"]
     (20, 10)
 """
@@ -38,7 +36,6 @@ from typing import Any
 import torch
 
 from ...checks import check_number
-from ...tensors import bc
 from ..problem import Problem
 from .base import InverseMethod, register
 from .guidance import VJPGuided, check_clip, run_guided

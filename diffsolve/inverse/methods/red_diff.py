@@ -24,11 +24,9 @@ not a posterior sample: its spread underestimates the posterior's.
 
 Cost: 1 forward call per iteration, no VJP (nfe = iterations).
 
-    >>> import torch, diffsolve
-    >>> from diffsolve.inverse import LinearOperator, solve_inverse
-    >>> A = LinearOperator(torch.tensor([[1.0, 0.5]]), (2,))
-    >>> res = solve_inverse(diffsolve.exact_model("gmm-2d"), A, torch.tensor([[0.5]]), sigma_y=0.05,
-    ...                     method="red-diff", nfe=20, num=4)
+    >>> from diffsolve.inverse import solve_inverse
+    >>> from diffsolve.inverse.methods.guidance import demo_problem
+    >>> res = solve_inverse(**demo_problem(), method="red-diff", nfe=20, num=4)
     >>> res.nfe, res.info["vjp"]
     (20, 0)
 """
@@ -44,7 +42,6 @@ from ...counting import CountingDenoiser
 from ...noise import NoiseSource
 from ...sample import SampleResult
 from ...schedules import make_schedule
-from ...tensors import bc
 from ..problem import Problem
 from .base import InverseMethod, register
 from .guidance import check_clip, clip_x0
