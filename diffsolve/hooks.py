@@ -84,6 +84,17 @@ def apply_hooks(hooks: Sequence[Hook], ctx: StepContext) -> SolverState:
             raise ValueError(f"hook {k} ({_name(hook)}) returned a state whose y is {got}; it must keep "
                              f"the sample shape {tuple(old.shape[1:])}, {old.dtype} and {old.device} "
                              f"(resample rows with state.reindex(idx))")
+        if y.shape[0] != old.shape[0]:  # resampling: every batch tensor must follow (state.reindex does)
+            stale = [f"history[{j}]" for j, h in enumerate(new.history)
+                     if isinstance(h, Tensor) and h.ndim >= 1 and h.shape[0] != y.shape[0]]
+            if isinstance(new.x0, Tensor) and new.x0.shape[0] != y.shape[0]:
+                stale.append("x0")
+            if new.noise is not None and len(new.noise) != y.shape[0]:
+                stale.append("noise seeds")
+            if stale:
+                raise ValueError(f"hook {k} ({_name(hook)}) changed the batch from {old.shape[0]} to {y.shape[0]} "
+                                 f"rows but left {', '.join(stale)} at the old size; change rows with "
+                                 f"ctx.state.reindex(idx), which re-indexes every batch tensor")
         if new.i != state.i:
             raise ValueError(f"hook {k} ({_name(hook)}) moved the step index from {state.i} to {new.i}; "
                              f"hooks change the state, not the position on the grid")

@@ -99,10 +99,10 @@ def run_solver(solver: Solver, denoiser: Callable[[Tensor, Tensor], Tensor], y: 
 def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: str | Solver = "dpm++2m",
            nfe: int | None = 10, schedule: str | Tensor | Sequence[float] = "karras", *,
            path: Path | str | None = None, s_min: float | None = None, s_max: float | None = None,
-           final: str = "zero", seeds: Sequence[int] | None = None, cond: dict[str, Any] | None = None,
+           final: str | None = None, seeds: Sequence[int] | None = None, cond: dict[str, Any] | None = None,
            hooks: Sequence[Hook] = (), return_trajectory: bool = False, progress: bool = False,
-           dtype: torch.dtype | None = None, y_start: Tensor | None = None, rho: float = 7.0,
-           shift: float = 3.0, allow_extrapolation: bool = False, **solver_options: Any) -> SampleResult:
+           dtype: torch.dtype | None = None, y_start: Tensor | None = None, rho: float | None = None,
+           shift: float | None = None, allow_extrapolation: bool = False, **solver_options: Any) -> SampleResult:
     """Sample ``denoiser`` from standard-normal ``noise`` (shape (B, ...)).
 
     Args:
@@ -117,11 +117,17 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
             the schedule decides. Adaptive solvers (``dpm-solver-12``/``-23``) take ``nfe=None``:
             their NFE follows from ``rtol``/``atol`` and is reported in ``SampleResult.nfe``; a
             schedule name then gives the grid ``[s_max, s_min(, 0)]`` they integrate across.
-        schedule: a name from ``diffsolve.schedules.SCHEDULES`` or an explicit list of levels.
+        schedule: a name from ``diffsolve.schedules.SCHEDULES`` or an explicit list of levels; a
+            list ending above 0 stops there (the samples are the states at that level, as
+            ``final="s_min"``).
+        rho, shift: the spacing of ``schedule="karras"`` (default 7) and ``"flow-shift"``
+            (default 3); refused for any other schedule, where they would be ignored.
         path: the path whose trained range (and time) the schedule uses; defaults to the
             denoiser's own path. Levels outside that range are refused unless
             ``allow_extrapolation``.
-        final: ``"zero"`` (last step denoises to s = 0) or ``"s_min"`` (stop at s_min).
+        final: ``"zero"`` (last step denoises to s = 0; the default for named schedules) or
+            ``"s_min"`` (stop at s_min); an explicit list's end decides (a conflicting ``final``
+            is refused).
         seeds: one integer in [0, 2**63) per sample for stochastic solvers (default: 0..B-1).
         cond: keyword arguments passed to the denoiser (class labels, ...), validated once by
             the denoiser's ``check`` (unknown keys, label length, dtype and range).
@@ -144,12 +150,14 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     for name, level in (("s_min", s_min), ("s_max", s_max)):
         if level is not None:
             check_number("sample", name, level, 0, low_open=True)
-    rho = check_number("sample", "rho", rho, 0, low_open=True)
-    shift = check_number("sample", "shift", shift, 0, low_open=True)
+    if rho is not None:
+        rho = check_number("sample", "rho", rho, 0, low_open=True)
+    if shift is not None:
+        shift = check_number("sample", "shift", shift, 0, low_open=True)
     for name, flag in (("return_trajectory", return_trajectory), ("progress", progress),
                        ("allow_extrapolation", allow_extrapolation)):
         check_bool("sample", name, flag)
-    if not isinstance(final, str) or final not in FINALS:
+    if final is not None and (not isinstance(final, str) or final not in FINALS):
         raise ValueError(f"unknown final {final!r}; accepted: {', '.join(FINALS)}")
     if not isinstance(schedule, (str, Tensor, Sequence)) or isinstance(schedule, bytes):
         raise TypeError(f"schedule must be a name or a list of noise levels, got {type(schedule).__name__}")
@@ -160,6 +168,7 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     noise = noise.to(dtype)
 
     if isinstance(schedule, str):
+        final = final or "zero"
         final_zero = final == "zero"
         if nfe is None and not getattr(slv, "adaptive", False):
             raise ValueError(f"nfe=None needs an explicit schedule (a list of noise levels) or an adaptive "
@@ -172,6 +181,12 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     else:
         sigmas = validate_schedule(schedule)
         final_zero = bool(sigmas[-1] == 0)
+        if rho is not None or shift is not None:
+            raise ValueError("rho and shift shape named schedules; an explicit list of levels takes neither")
+        if final is not None and final_zero != (final == "zero"):
+            raise ValueError(f"final={final!r} but the explicit schedule ends at {float(sigmas[-1]):g}: a list "
+                             f"ending at 0 is final='zero', one ending above 0 is final='s_min' (the samples "
+                             f"are then the states at that level); omit final to take the list's own end")
         n_steps = sigmas.numel() - 1
         if nfe is not None:
             slv = slv.for_nfe(nfe, final_zero)

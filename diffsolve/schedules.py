@@ -46,6 +46,8 @@ __all__ = ["make_schedule", "validate_schedule", "SCHEDULES", "FINALS", "DEFAULT
            "karras", "log_snr", "flow_shift"]
 
 FINALS = ("zero", "s_min")
+#: the largest canonical level a grid may hold (s^2 must stay finite in float64)
+MAX_LEVEL = 1e100
 #: the most steps a grid may have (more than any sampler needs; a larger count is a typo)
 MAX_STEPS = 100_000
 #: noise range used when neither a path nor explicit limits are given (EDM's)
@@ -57,6 +59,8 @@ def validate_schedule(levels: Tensor | Sequence[float], *, allow_zero_end: bool 
     """Check a grid of canonical noise levels and return it as a float64 tensor."""
     if isinstance(levels, Tensor) and (levels.is_complex() or levels.dtype == torch.bool):
         raise TypeError(f"schedule levels must be real numbers, got a tensor of dtype {levels.dtype}")
+    if isinstance(levels, (list, tuple)) and any(isinstance(v, (bool, str, bytes, complex)) for v in levels):
+        raise TypeError(f"schedule levels must be real numbers, got {list(levels)!r}")
     try:
         s = torch.as_tensor(levels, dtype=F64).clone()
     except (TypeError, ValueError, RuntimeError):
@@ -65,6 +69,9 @@ def validate_schedule(levels: Tensor | Sequence[float], *, allow_zero_end: bool 
         raise ValueError(f"a schedule needs at least 2 noise levels in a 1-D sequence, got shape {tuple(s.shape)}")
     if not bool(torch.isfinite(s).all()):
         raise ValueError(f"schedule contains non-finite levels: {s.tolist()}")
+    if bool((s > MAX_LEVEL).any()):
+        raise ValueError(f"schedule levels above {MAX_LEVEL:g} (s_max={float(s.max()):g}) overflow s^2 in float64; "
+                         f"no path needs them")
     diffs = s[1:] - s[:-1]
     if bool((diffs == 0).any()):
         dup = s[1:][diffs == 0].tolist()
@@ -152,7 +159,7 @@ SCHEDULES: dict[str, str] = {
 
 def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: Path | str | None = None,
                   s_min: float | None = None, s_max: float | None = None, final: str = "zero",
-                  rho: float = 7.0, shift: float = 3.0) -> Tensor:
+                  rho: float | None = None, shift: float | None = None) -> Tensor:
     """Build a validated grid for ``n_steps`` steps (``n_steps + 1`` levels).
 
     The range defaults to the path's trained range ``[path.s_min, path.s_max]``, else to
@@ -170,8 +177,12 @@ def make_schedule(kind: str | Tensor | Sequence[float], n_steps: int, *, path: P
     if final not in FINALS:
         raise ValueError(f"unknown final {final!r}; accepted: {', '.join(FINALS)}")
     n_steps = check_int("make_schedule", "n_steps", n_steps, minimum=1, maximum=MAX_STEPS)
-    rho = check_number("make_schedule", "rho", rho, 0, low_open=True)
-    shift = check_number("make_schedule", "shift", shift, 0, low_open=True)
+    for name, value, owner in (("rho", rho, "karras"), ("shift", shift, "flow-shift")):
+        if value is not None and kind != owner:
+            raise ValueError(f"{name}={value!r} shapes only schedule={owner!r}; schedule {kind!r} does not use it "
+                             f"(it would be ignored)")
+    rho = 7.0 if rho is None else check_number("make_schedule", "rho", rho, 0, low_open=True)
+    shift = 3.0 if shift is None else check_number("make_schedule", "shift", shift, 0, low_open=True)
     if s_min is not None:
         s_min = check_number("make_schedule", "s_min", s_min, 0, low_open=True)
     if s_max is not None:

@@ -12,6 +12,7 @@ with a message that names the argument, the value and what would work.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any, Callable, Sequence
 
@@ -65,6 +66,8 @@ def check_state_tensor(name: str, x: Any, like: Tensor | None = None) -> Tensor:
     if x.is_complex() or not x.is_floating_point():
         raise TypeError(f"{name} must be a real floating tensor (float16/bfloat16/float32/float64), "
                         f"got dtype {x.dtype}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is on the 'meta' device (it has no values); give a tensor on the CPU or an accelerator")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"{name} must have shape (batch, ...) with batch >= 1, got {tuple(x.shape)}")
     if like is not None and x.shape != like.shape:
@@ -99,6 +102,17 @@ def check_cond(cond: Any) -> dict[str, Any]:
     return dict(cond)
 
 
+def _takes_one_argument(fn: Callable) -> bool:
+    """Whether ``fn(ctx)`` is a valid call by its signature (True when it cannot be read)."""
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
 def check_hooks(hooks: Any) -> tuple[Callable, ...]:
     """A sequence of callables ``hook(ctx) -> SolverState | None``."""
     if callable(hooks):
@@ -109,6 +123,9 @@ def check_hooks(hooks: Any) -> tuple[Callable, ...]:
     for k, h in enumerate(hooks):
         if not callable(h):
             raise TypeError(f"hooks[{k}] is not callable (got {type(h).__name__})")
+        if not _takes_one_argument(h):
+            raise TypeError(f"hooks[{k}] ({getattr(h, '__qualname__', type(h).__name__)}) cannot be called with "
+                            f"one argument; a hook is hook(ctx) -> SolverState | None")
     return tuple(hooks)
 
 

@@ -306,3 +306,63 @@ def test_random_arguments_to_the_wrappers_and_adapters(args):
     _check_outcome(lambda: make_schedule("karras", a, path="edm", rho=b), "make_schedule", ("n_steps", "rho"))
     _check_outcome(lambda: diffsolve.NoiseSource([a, b]), "NoiseSource", ("seed",))
     _check_outcome(lambda: FunctionDenoiser(a), "FunctionDenoiser", ("callable",))
+
+
+# --------------------------------------------------------------------------------------
+# the second fuzzing pass: what it found accepted silently or answered unclearly
+# --------------------------------------------------------------------------------------
+
+
+def test_network_outputs_that_would_be_cast_are_refused():
+    p = get_path("ddpm-linear")
+    net = gmm().network(p, "eps")
+    for bad in (lambda x, t: net(x, t).long(), lambda x, t: net(x, t).to(torch.complex128)):
+        diffsolve_error(lambda: diffsolve.sample(from_network(bad, p, "eps"), _noise(), nfe=3, solver="ddim"), "dtype")
+
+
+def test_grid_options_that_would_be_ignored_are_refused():
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, shift=5.0), "shift")
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, schedule="log-snr", rho=3.0), "rho")
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=None, schedule=[10.0, 1.0, 0.0], rho=3.0), "rho")
+    # the options still shape the schedules they belong to
+    a = diffsolve.sample(gmm(), _noise(), nfe=4, rho=3.0).sigmas
+    b = diffsolve.sample(gmm(), _noise(), nfe=4).sigmas
+    assert not torch.equal(a, b)
+
+
+def test_an_explicit_schedule_and_final_must_agree():
+    res = diffsolve.sample(gmm(), _noise(), nfe=None, schedule=[10.0, 1.0], solver="ddim")
+    assert res.sigmas.tolist() == [10.0, 1.0]  # documented: the states at s = 1
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=None, schedule=[10.0, 1.0], final="zero"), "final")
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=None, schedule=[10.0, 1.0, 0.0], final="s_min"),
+                    "final")
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=None, schedule=[True, False]), "schedule")
+
+
+def test_cfg_null_label_must_be_a_label_of_the_model():
+    diffsolve_error(lambda: CFG(digits(), 2.0, null_label=11), "null_label")
+    assert CFG(digits(), 2.0, null_label=5).null_label == 5  # documented: negative guidance away from class 5
+
+
+def test_reindex_needs_integer_rows_and_batch_changes_go_through_it():
+    g = gmm()
+    diffsolve_error(lambda: diffsolve.sample(g, _noise(), nfe=3, hooks=[
+        lambda ctx: ctx.state.reindex(torch.tensor([0.5, 1.0, 2.0, 3.0]))]), "integer")
+    shrink = lambda ctx: ctx.replace(y=ctx.y[:1])
+    diffsolve_error(lambda: diffsolve.sample(g, _noise(), nfe=4, solver="dpm++2m", hooks=[shrink]), "reindex")
+    diffsolve_error(lambda: diffsolve.sample(g, _noise(), nfe=3, hooks=[lambda: None]), "hooks[0]")
+
+
+def test_meta_tensors_are_refused_by_name():
+    diffsolve_error(lambda: diffsolve.sample(gmm(), torch.empty(2, 2, device="meta"), nfe=3), "noise")
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, y_start=torch.empty(4, 2, device="meta")),
+                    "y_start")
+
+
+def test_absurd_levels_are_refused():
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, s_max=1e154), "overflow")
+
+
+def test_meta_labels_are_refused_by_name():
+    diffsolve_error(lambda: diffsolve.sample(digits(), _digit_noise(2), nfe=3,
+                                             cond={"labels": torch.tensor([1, 2], device="meta")}), "labels")

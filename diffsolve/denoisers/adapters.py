@@ -136,6 +136,9 @@ class NetworkDenoiser(Denoiser):
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
             raise ValueError(f"the network returned {got} for an input of shape {tuple(x.shape)}; "
                              f"a {self.prediction!r} network must return a tensor of its input's shape")
+        if out.is_complex() or not out.is_floating_point():
+            raise TypeError(f"the network returned dtype {out.dtype}; a {self.prediction!r} network must "
+                            f"return a real floating tensor (its output is not cast, so that nothing is truncated)")
         return out.to(x.dtype) if out.dtype != x.dtype else out
 
     def accepted_cond(self) -> frozenset[str] | None:

@@ -35,7 +35,7 @@ class Thresholded(DenoiserWrapper):
                  max_value: float = 1.0):
         super().__init__(inner)
         if kind not in self.KINDS:
-            raise ValueError(f"unknown thresholding {kind!r}; accepted: {', '.join(self.KINDS)}")
+            raise ValueError(f"Thresholded: unknown kind {kind!r}; accepted: {', '.join(self.KINDS)}")
         self.kind = kind
         self.percentile = check_number("Thresholded", "percentile", percentile, 0, 1, low_open=True)
         self.max_value = check_number("Thresholded", "max_value", max_value, 0, low_open=True)

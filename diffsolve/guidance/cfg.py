@@ -49,7 +49,8 @@ class CFG(DenoiserWrapper):
         scale: guidance weight w (1 = conditional, 0 = unconditional, > 1 = guided); finite.
         interval: (s_lo, s_hi): guide only where s_lo <= s <= s_hi (canonical noise level).
         null_label: the unconditional label (default: ``denoiser.null_label`` or
-            ``denoiser.num_classes``).
+            ``denoiser.num_classes``); at most ``num_classes``.  A real class here guides away
+            from that class (negative guidance), not from the unconditional model.
         cond_key: the name of the conditioning argument (default ``"labels"``).
 
     Labels are required: guidance steers towards them, and a run without them would silently
@@ -69,7 +70,9 @@ class CFG(DenoiserWrapper):
             null_label = getattr(self.inner, "null_label", getattr(self.inner, "num_classes", None))
         if null_label is None:
             raise ValueError("null_label is needed: the denoiser has no null_label or num_classes attribute")
-        self.null_label = check_int("CFG", "null_label", null_label, minimum=0)
+        num_classes = getattr(self.inner, "num_classes", None)
+        self.null_label = check_int("CFG", "null_label", null_label, minimum=0,
+                                    maximum=num_classes if isinstance(num_classes, int) and num_classes > 0 else None)
         if not isinstance(cond_key, str) or not cond_key.isidentifier():
             raise TypeError(f"CFG: cond_key must be a keyword-argument name, got {cond_key!r}")
         self.cond_key = cond_key

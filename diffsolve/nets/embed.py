@@ -60,6 +60,8 @@ def check_labels(labels: Any, batch: int, num_classes: int) -> Tensor | None:
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"labels must be integers 0..{num_classes} (a tensor, sequence or int), "
                          f"got {type(labels).__name__}: {e}") from None
+    if lab.device.type == "meta":
+        raise ValueError("labels are on the 'meta' device (they have no values); give them on the CPU or an accelerator")
     if lab.dtype == torch.bool:
         raise ValueError(f"labels must be class indices 0..{num_classes}, got a bool tensor")
     if lab.is_complex():

@@ -114,6 +114,11 @@ class SolverState:
         ``idx[k]`` of this state in ``y``, ``x0``, every history entry, every batch tensor of
         ``extra`` and the noise seeds."""
         B = self.y.shape[0]
+        if isinstance(idx, Tensor) and (idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool):
+            raise TypeError(f"reindex needs integer row indices, got a tensor of dtype {idx.dtype} "
+                            f"(a float index would be truncated)")
+        if not isinstance(idx, Tensor) and any(isinstance(v, (bool, float)) for v in list(idx)):
+            raise TypeError(f"reindex needs integer row indices, got {list(idx)!r}")
         idx = torch.as_tensor(idx, dtype=torch.long)
         if idx.ndim != 1 or (idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < B)):
             raise ValueError(f"reindex needs a 1-D index of rows in [0, {B}), got {idx.tolist()!r}")
