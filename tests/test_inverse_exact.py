@@ -179,8 +179,10 @@ def test_options_are_validated_by_name(method, opts, named):
 
 
 def test_tds_refuses_a_budget_below_two_steps():
-    with pytest.raises(ValueError, match=r"tds: nfe=60 buys 1 step\(s\) of 16 particles.*nfe >= 64"):
-        solve_inverse(G2, OP2, Y2, 0.2, method="tds", nfe=60, num=1)
+    with pytest.raises(ValueError, match=r"tds: nfe=32 buys 1 step of 16 particles; accepted: a multiple of 2 K = 32 of at least 64"):
+        solve_inverse(G2, OP2, Y2, 0.2, method="tds", nfe=32, num=1)
+    with pytest.raises(ValueError, match=r"tds cannot use exactly nfe=70.*nearest budgets it can honour: 64 or 96"):
+        solve_inverse(G2, OP2, Y2, 0.2, method="tds", nfe=70, num=1)
 
 
 # -- noiseless measurements and the Gaussian case -------------------------------------------

@@ -26,10 +26,13 @@ drops below ``ess_threshold`` K, by re-indexing the solver state (sample, histor
 seeds: :meth:`SolverState.reindex`) in a hook; at the end one particle per group is drawn by
 its weight.
 
-Where the pieces live: the twisted proposal is a denoiser wrapper (:class:`TwistedDenoiser`)
+Where the pieces live: the twisted proposal is the guidance wrapper
+(:class:`~.guidance.VJPGuided`) with the twist's gradient as its covector (:class:`Twist`)
 under the ``ddpm`` solver; the weights and resampling are a hook (:class:`TwistedWeights`)
-that reads the wrapper's values at the step's start, so each step costs one forward call and
-one VJP per particle.  ``res.nfe`` = (calls + VJPs) x K, counted; ``res.info["vjp"]`` the VJPs.
+that reads x0-hat and log p~ the twist kept at the step's start, so each step costs one forward
+call and one VJP per particle.  Particles start from their own seeded noise (seeds derived from
+each sample's seed, :func:`particle_seeds`); the ``noise`` given to the method is not used.
+``res.nfe`` = (forward calls + VJPs) x K, counted; ``res.info["vjp"]`` the VJPs.
 
     >>> import torch, diffsolve
     >>> from diffsolve.inverse import LinearOperator, solve_inverse
@@ -43,22 +46,24 @@ one VJP per particle.  ``res.nfe`` = (calls + VJPs) x K, counted; ``res.info["vj
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ...checks import check_choice, check_int, check_number
-from ...denoisers import DenoiserWrapper
 from ...sample import sample
 from ...noise import NoiseSource
-from ...schedules import SCHEDULES
+from ...schedules import SCHEDULES, make_schedule
 from ...solvers.euler import ddim_update
 from ...solvers.stochastic import ancestral_levels
 from ...tensors import bc
 from ..problem import Problem
 from ..resample import SCHEMES, ancestors, ess, normalise, uniforms
 from .base import InverseMethod, register
+from .guidance import VJPGuided, calls_per_step_budget
 
-__all__ = ["TDS", "TwistedDenoiser", "TwistedWeights", "particle_seeds"]
+__all__ = ["TDS", "Twist", "TwistedWeights", "particle_seeds"]
 
 _SEED_MOD = 1 << 63
 _DRAW = 1000  # the resampling uniforms' draw index (apart from any solver's draws)
@@ -73,41 +78,38 @@ def particle_seeds(seeds: list[int], K: int) -> list[int]:
     return [(s * 1_000_003 + k + 1) % _SEED_MOD for s in seeds for k in range(K)]
 
 
-class TwistedDenoiser(DenoiserWrapper):
-    """D~ = D + s^2 grad_y log p~_s(y_meas | y) [TDS Eq. 9]; keeps D, D~ and log p~ of its last
-    call for the weights (:class:`TwistedWeights`); counts its VJPs."""
+class Twist:
+    """The twisting function [TDS Eq. 8] as the covector of a guidance wrapper:
+    ``grad_x0 log p~_s = A^T (y_meas - A x0) / (sigma_y^2 + r_s^2)``, so that
+    :class:`~.guidance.VJPGuided` makes ``D~ = D + s^2 J^T grad_x0 log p~_s`` [TDS Eq. 9] with one
+    counted VJP.  Each call keeps x0-hat and ``log p~_s`` (up to a constant shared by every
+    particle) of the batch it saw, for the weights."""
 
-    def __init__(self, inner, problem: Problem, data_var: float):
-        super().__init__(inner)
-        self.problem, self.data_var, self.vjp, self.last = problem, data_var, 0, None
+    def __init__(self, problem: Problem, data_var: float):
+        self.problem, self.data_var = problem, data_var
+        self.x0: Tensor | None = None
+        self.log: Tensor | None = None
 
-    def log_twist(self, x0: Tensor, s) -> Tensor:
-        """log p~_s(y_meas | y) from x0-hat, up to a constant shared by all particles [TDS Eq. 8]."""
-        s2 = s * s  # a float, or one level per row (B,)
-        r2 = self.data_var * s2 / (self.data_var + s2)
-        r = self.problem.residual(x0).flatten(1)
-        return -(r * r).sum(1) / (2 * (self.problem.sigma_y ** 2 + r2))
+    def variance(self, s) -> Tensor | float:
+        """sigma_y^2 + r_s^2 with r_s^2 = v s^2 / (v + s^2) (a float, or (B,) for per-row levels)."""
+        s2 = s * s
+        return self.problem.sigma_y ** 2 + self.data_var * s2 / (self.data_var + s2)
 
-    def denoise(self, y, s, **cond):
-        with torch.enable_grad():
-            yv = y.detach().requires_grad_(True)
-            d = self.inner(yv, s, **cond)
-            lt = self.log_twist(d, s)
-            (g,) = torch.autograd.grad(lt.sum(), yv)                # one VJP through the network
-        self.vjp += 1
-        d = d.detach()
-        twisted = d + bc(s * s, y) * g                            # the twisted score, as a denoiser
-        self.last = (y, d, twisted, lt.detach())
-        return twisted
+    def __call__(self, x0: Tensor, s) -> Tensor:
+        var = self.variance(s)
+        r = self.problem.residual(x0)
+        self.x0, self.log = x0, -r.flatten(1).pow(2).sum(1) / (2 * var)
+        return self.problem.operator.adjoint(r) / bc(var, x0)
 
 
 class TwistedWeights:
     """The hook: incremental log weights [TDS Alg. 1] and resampling on low ESS by
     re-indexing the whole solver state."""
 
-    def __init__(self, twisted: TwistedDenoiser, K: int, seeds: list[int], scheme: str, threshold: float):
-        self.tw, self.K, self.seeds, self.scheme, self.threshold = twisted, K, seeds, scheme, threshold
-        self.logw: Tensor | None = None  # (G, K)
+    def __init__(self, twist: Twist, start: Tensor, K: int, seeds: list[int], scheme: str, threshold: float):
+        self.twist, self.y_prev = twist, start  # the state the coming step starts from
+        self.K, self.seeds, self.scheme, self.threshold = K, seeds, scheme, threshold
+        self.logw: Tensor | float = 0.0  # (G, K)
         self.pending: Tensor | float = 0.0  # the last move's proposal correction, (G, K)
         self.prev: Tensor | float = 0.0  # log p~ at the previous state, (G, K)
         self.ess: list[float] = []
@@ -117,34 +119,34 @@ class TwistedWeights:
         return v.reshape(-1, self.K)
 
     def __call__(self, ctx):
-        y_i, d, dt, lt = self.tw.last
-        s, s1, y1 = ctx.state.at(ctx.i - 1), ctx.s, ctx.y
-        lt = self._groups(lt)
-        self.logw = (0.0 if self.logw is None else self.logw) + lt - self.prev + self.pending   # [TDS Eq. 10]
+        y, d, lt = self.y_prev, self.twist.x0, self._groups(self.twist.log)  # D and log p~ at y
+        s, s1, y1, dt = ctx.state.at(ctx.i - 1), ctx.s, ctx.y, ctx.x0       # D~ = the step's x0-hat
+        self.logw = self.logw + lt - self.prev + self.pending                                  # [TDS Eq. 10]
         s_down, s_up = ancestral_levels(s, s1, 1.0)                  # the ddpm step's levels
-        m, mt = ddim_update(y_i, d, s, s_down), ddim_update(y_i, dt, s, s_down)
+        m, mt = ddim_update(y, d, s, s_down), ddim_update(y, dt, s, s_down)
         self.pending = self._groups(((y1 - mt).flatten(1).pow(2).sum(1) - (y1 - m).flatten(1).pow(2).sum(1))
                                     / (2 * s_up * s_up))              # log p(y1 | y) - log p~(y1 | y, y_meas)
         self.prev = lt
         e = ess(self.logw)
         self.ess.append(float(e.mean()))
         low = e < self.threshold * self.K
-        if ctx.i == ctx.n_steps or not bool(low.any()):
-            return None
-        u = uniforms(self.seeds, ctx.i, self.K, _DRAW)
-        keep = torch.arange(self.K).expand_as(self.logw)
-        local = torch.where(low[:, None], ancestors(self.logw, u, self.scheme), keep)       # [TDS Alg. 1] resample
-        rows = (local + self.K * torch.arange(local.shape[0])[:, None])
-        self.pending, self.prev = self.pending.gather(1, local), self.prev.gather(1, local)
-        mean = torch.logsumexp(self.logw, 1, keepdim=True) - torch.log(torch.tensor(float(self.K)))
-        self.logw = torch.where(low[:, None], mean.expand_as(self.logw), self.logw)
-        self.resampled += int(low.sum())
-        return ctx.state.reindex(rows.flatten())
+        state = ctx.state
+        if ctx.i < ctx.n_steps and bool(low.any()):
+            u = uniforms(self.seeds, ctx.i, self.K, _DRAW)
+            keep = torch.arange(self.K).expand_as(self.logw)
+            local = torch.where(low[:, None], ancestors(self.logw, u, self.scheme), keep)   # [TDS Alg. 1] resample
+            self.pending, self.prev = self.pending.gather(1, local), self.prev.gather(1, local)
+            mean = torch.logsumexp(self.logw, 1, keepdim=True) - math.log(self.K)
+            self.logw = torch.where(low[:, None], mean.expand_as(self.logw), self.logw)
+            self.resampled += int(low.sum())
+            state = state.reindex((local + self.K * torch.arange(local.shape[0])[:, None]).flatten())
+        self.y_prev = state.y
+        return state
 
     def final(self, y_N: Tensor, s_N: float) -> Tensor:
         """The last weights: the likelihood at the chain's last state replaces the last twist;
         one draw per group (indices into the particles of each group)."""
-        p = self.tw.problem
+        p = self.twist.problem
         r = p.residual(y_N).flatten(1)
         loglik = self._groups(-(r * r).sum(1) / (2 * (p.sigma_y ** 2 + s_N * s_N)))
         self.logw = self.logw + self.pending + loglik - self.prev
@@ -164,8 +166,8 @@ class TDS(InverseMethod):
     * ``data_var`` (default 1.0): v in the twist's r_s^2 = v s^2 / (v + s^2), > 0;
     * ``schedule`` (default ``"karras"``): the grid, ending at the path's s_min.
 
-    Cost: per step one network call and one VJP for each of the K particles; ``nfe`` buys
-    ``nfe // (2 K)`` steps (at least 2).
+    Cost: per step one network call and one VJP for each of the K particles; ``nfe`` must be a
+    multiple of 2 K and buys ``nfe / (2 K)`` steps (at least 2).
     """
 
     name = "tds"
@@ -185,24 +187,25 @@ class TDS(InverseMethod):
 
     def run(self, prior, problem, noise, *, nfe, seeds, cond, progress=False):
         K, n = self.K, noise.shape[0]
-        steps = nfe // (2 * K)
+        steps = calls_per_step_budget("tds", nfe, 2 * K, f"per step ({K} particles: a forward call and a VJP each)")
         if steps < 2:
-            raise ValueError(f"tds: nfe={nfe} buys {steps} step(s) of {K} particles (2 K = {2 * K} calls a "
-                             f"step); accepted: nfe >= {4 * K}, or fewer particles")
+            raise ValueError(f"tds: nfe={nfe} buys {steps} step of {K} particles; accepted: a multiple of "
+                             f"2 K = {2 * K} of at least {4 * K}, or fewer particles")
         pseeds = particle_seeds(seeds, K)
-        start = NoiseSource.initial(pseeds, noise.shape[1:], dtype=noise.dtype, device=noise.device)
+        grid = make_schedule(self.schedule, steps, path=getattr(prior, "path", None), final="s_min")
+        start = grid[0].item() * NoiseSource.initial(pseeds, noise.shape[1:], dtype=noise.dtype, device=noise.device)
         rep = {k: v.repeat_interleave(K, 0) if isinstance(v, Tensor) and v.shape[:1] == (n,) else v
                for k, v in cond.items()}
-        twisted = TwistedDenoiser(prior, Problem(problem.operator, problem.y.repeat_interleave(K, 0),
-                                                 problem.sigma_y), self.data_var)
-        hook = TwistedWeights(twisted, K, seeds, self.scheme, self.threshold)
-        res = sample(twisted, start, solver="ddpm", nfe=steps, schedule=self.schedule, final="s_min", seeds=pseeds,
-                     cond=rep, hooks=[hook], progress=progress)
+        twist = Twist(Problem(problem.operator, problem.y.repeat_interleave(K, 0), problem.sigma_y), self.data_var)
+        twisted = VJPGuided(prior, twist)                             # the proposal [TDS Eq. 9]
+        hook = TwistedWeights(twist, start, K, seeds, self.scheme, self.threshold)
+        res = sample(twisted, start, solver="ddpm", nfe=steps, schedule=grid, y_start=start, seeds=pseeds, cond=rep,
+                     hooks=[hook], progress=progress)
         pick = hook.final(res.samples, float(res.sigmas[-1]))
         rows = pick + K * torch.arange(n)
         logw = normalise(hook.logw)
         res.samples = res.samples[rows]
-        res.info.update(vjp=twisted.vjp * K, particles=K, steps=steps, network_calls=res.nfe * K,
+        res.info.update(vjp=twisted.vjps * K, particles=K, steps=steps, forward=res.nfe * K,
                         ess=hook.ess, resampled=hook.resampled, log_weights=logw)
-        res.nfe = (res.nfe + twisted.vjp) * K
+        res.nfe = (res.nfe + twisted.vjps) * K
         return res
