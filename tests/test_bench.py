@@ -244,3 +244,33 @@ def test_a_stability_warning_becomes_the_rows_message(monkeypatch):
         row = measure.run_cell(spec, make_cells(spec)[-1], ctx)
     assert row["status"] == "ok" and row["nfe"] == 4
     assert row["message"] == "warning: dpm++2m: this grid amplifies its error"
+
+
+def _unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_an_unreachable_ray_address_is_refused_at_once(tmp_path, capsys):
+    import time
+
+    from diffsolve.bench.ray_address import check_ray_address
+    from diffsolve.cli import main
+
+    address = f"127.0.0.1:{_unused_port()}"
+    t0 = time.time()
+    with pytest.raises(ValueError, match=f"ray address '{address}': no Ray cluster reachable there"):
+        run_sweep(SPEC, str(tmp_path / "s.csv"), ray=address)
+    assert not os.path.exists(tmp_path / "s.csv")  # refused before any work
+    for bad, why in (("bogus", "is not HOST:PORT"), ("host:99999", "is not HOST:PORT"),
+                     ("no-such-host.invalid:6379", "does not resolve")):
+        with pytest.raises(ValueError, match=why):
+            check_ray_address(bad)
+    assert check_ray_address("local") == "local"
+    rc = main(["bench", "--models", "gmm-2d", "--ray", address, "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"diffsolve bench: error: argument --ray: ray address '{address}'"), err
+    assert time.time() - t0 < 30

@@ -248,6 +248,107 @@ def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+# --- save: what it computes wins, what it is given is checked; renamed pairs; paths ---------
+
+def _outputs(net, dim=2):
+    g = torch.Generator().manual_seed(3)
+    return net(torch.randn(6, dim, generator=g), torch.rand(6, generator=g))
+
+
+def test_save_computes_weights_format_and_dtype_over_a_passed_meta(tmp_path):
+    shutil.copy(os.path.join(WEIGHTS_DIR, "moons.safetensors"), tmp_path)
+    rings = load("rings")
+    with open(os.path.join(WEIGHTS_DIR, "moons.json")) as f:
+        moons_meta = json.load(f)  # weights: moons.safetensors, which lies in tmp_path too
+    save(str(tmp_path / "mine"), rings.net, moons_meta, dtype=torch.float32)
+    meta = json.loads((tmp_path / "mine.json").read_text())
+    assert (meta["weights"], meta["weights_dtype"], meta["format"]) == ("mine.safetensors", "float32",
+                                                                      "diffsolve-checkpoint/1")
+    assert torch.equal(_outputs(load(str(tmp_path / "mine")).net), _outputs(rings.net))
+
+
+def test_save_writes_every_constructor_argument(tmp_path):
+    import inspect
+
+    from diffsolve.nets import ARCHITECTURES
+
+    save(str(tmp_path / "m"), build_net("mlp", dim=2, hidden=8, depth=1),
+         _meta("mlp", {"dim": 2, "hidden": 8, "depth": 1}, "flow", "velocity", (2,), 0))
+    kw = json.loads((tmp_path / "m.json").read_text())["arch_kwargs"]
+    assert set(kw) == set(inspect.signature(ARCHITECTURES["mlp"]).parameters)
+
+
+def test_missing_t_scale_is_refused_not_defaulted(digits_copy):
+    _edit_json(digits_copy[0], lambda m: m["arch_kwargs"].pop("t_scale"))
+    _refused(digits_copy[0], digits_copy[0], r"arch_kwargs lacks t_scale; .*default \(t_scale=1000.0\)")
+
+
+@pytest.mark.parametrize("args,exc,match", [
+    (lambda net, meta: (net, [1]), TypeError, "meta must be a dict .* got list"),
+    (lambda net, meta: ("x", meta), TypeError, "net must be a torch.nn.Module or a dict of tensors .* got str"),
+    (lambda net, meta: ({"w": 1.0}, meta), TypeError, "net must be a torch.nn.Module or a dict of tensors"),
+])
+def test_save_refuses_meta_and_net_by_name(tmp_path, args, exc, match):
+    kw = {"dim": 2, "hidden": 8, "depth": 1}
+    with pytest.raises(exc, match=match):
+        save(str(tmp_path / "m"), *args(build_net("mlp", **kw), _meta("mlp", kw, "flow", "velocity", (2,), 0)))
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_refuses_a_dtype_weights_cannot_be_stored_in(tmp_path):
+    kw = {"dim": 2, "hidden": 8, "depth": 1}
+    with pytest.raises(ValueError, match="dtype torch.int8 cannot store checkpoint weights; accepted: torch.float16"):
+        save(str(tmp_path / "m"), build_net("mlp", **kw), _meta("mlp", kw, "flow", "velocity", (2,), 0), torch.int8)
+
+
+def test_a_pair_renamed_by_hand_loads_its_own_weights(digits_copy, tmp_path):
+    for p in digits_copy:
+        os.rename(p, p.replace("digits.", "ren."))
+    model = load(str(tmp_path / "ren.json"))  # its weights field still names digits.safetensors
+    assert torch.equal(_outputs(model.net, 64), _outputs(load("digits").net, 64))
+    os.remove(tmp_path / "ren.safetensors")
+    msg = _refused(str(tmp_path / "ren.json"), str(tmp_path / "digits.safetensors"), "weights file not found",
+                   FileNotFoundError)
+    assert "'weights' field of " + str(tmp_path / "ren.json") in msg
+
+
+def test_a_path_with_another_extension_is_not_a_checkpoint(digits_copy, tmp_path):
+    from diffsolve.models.checkpoint import locate
+
+    (tmp_path / "x.txt").write_text("{}")
+    for p in (str(tmp_path / "x.txt"), str(tmp_path / "absent.txt")):
+        with pytest.raises(ValueError, match=re.escape(p) + r": not a checkpoint \(extension '.txt'\); a checkpoint is"):
+            locate(p)
+    for p in digits_copy:  # a prefix with a dot is a prefix when PREFIX.json exists
+        os.rename(p, p.replace("digits.", "digits.v2."))
+    assert locate(str(tmp_path / "digits.v2")) == str(tmp_path / "digits.v2.json")
+
+
+# --- atomic writes: strict JSON, text only, never over a directory ---------------------------
+
+@pytest.mark.parametrize("obj,where", [({"a": float("nan")}, "['a'] is nan"),
+                                       ({"a": [1.0, float("-inf")]}, "['a'][1] is -inf"),
+                                       ({"a": {"b": object()}}, "['a']['b'] is of type object"),
+                                       ({1: "x"}, "key 1 of type int")])
+def test_atomic_write_json_refuses_what_json_cannot_hold(tmp_path, obj, where):
+    from diffsolve.io import atomic_write_json
+
+    p = str(tmp_path / "a.json")
+    with pytest.raises(ValueError, match=re.escape(f"{p}: not written: ") + ".*" + re.escape(where)):
+        atomic_write_json(p, obj)
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_text_refuses_non_text_and_a_directory(tmp_path):
+    from diffsolve.io import atomic_write_text
+
+    with pytest.raises(TypeError, match="text must be a str, got int"):
+        atomic_write_text(str(tmp_path / "a.txt"), 3)
+    with pytest.raises(IsADirectoryError, match=re.escape(str(tmp_path)) + ": is a directory"):
+        atomic_write_text(str(tmp_path), "x")
+    assert os.listdir(tmp_path) == []
+
+
 # --- diffusers -------------------------------------------------------------------------------
 
 def _tiny_unet(num_class_embeds=None):

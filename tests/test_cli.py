@@ -246,3 +246,16 @@ def test_bench_report_from_a_csv_that_is_not_a_sweep_names_the_file(tmp_path, ca
                     "not a sweep CSV", "model")
     assert not (tmp_path / "r.md").exists()
     assert line.count("\n") == 0
+
+
+def test_a_model_path_with_another_extension_is_refused_by_flag(tmp_path, capsys):
+    p = tmp_path / "x.txt"
+    p.write_text("{}")
+    line = _refused(capsys, ["sample", "--model", str(p), "--out", ""], "argument --model", f"{p}: not a checkpoint",
+                    "extension '.txt'")
+    assert ".txt.json" not in line
+
+
+def test_an_unrecognized_flag_names_the_sub_command(capsys):
+    line = _refused(capsys, ["sample", "--model", "gmm-2d", "--bogusflag"])
+    assert line == "diffsolve sample: error: unrecognized arguments: --bogusflag"

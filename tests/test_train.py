@@ -164,6 +164,22 @@ def test_train_refuses_bad_loop_arguments(tmp_path, kw, match):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kw,exc,match", [
+    ({"export_dtype": torch.int8}, ValueError, "export_dtype torch.int8 cannot store checkpoint weights; accepted: "),
+    ({"export_dtype": "float16"}, ValueError, "export_dtype 'float16' cannot store checkpoint weights"),
+    ({"resume": "yes"}, TypeError, "resume must be True or False"),
+    ({"progress": 1}, TypeError, "progress must be True or False"),
+    ({"command": ["diffsolve"]}, TypeError, "command must be a str"),
+])
+def test_train_checks_every_argument_before_the_first_step(tmp_path, monkeypatch, kw, exc, match):
+    import diffsolve.train.loop as loop
+
+    monkeypatch.setattr(loop, "diffusion_loss", lambda *a, **k: pytest.fail("a training step ran"))
+    with pytest.raises(exc, match=match):
+        train(TrainConfig(steps=2, batch_size=8, warmup=0), str(tmp_path / "out"), **{"progress": False, **kw})
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_refuses_arch_kwargs_and_conditioning_it_cannot_use(tmp_path):
     cfg = _cfg(3)
     cfg.arch_kwargs = {"hidden": 32, "widht": 3}
