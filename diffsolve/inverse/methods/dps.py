@@ -55,9 +55,11 @@ N_REF, BETA_0, BETA_1 = 1000, 0.1, 20.0
 
 
 def beta_of_s(s):
-    """beta(t) of the linear VP schedule at the time where its s = sigma/alpha equals ``s``."""
-    return torch.sqrt(BETA_0**2 + 2 * (BETA_1 - BETA_0) * torch.log1p(torch.as_tensor(s) ** 2)) \
-        if not isinstance(s, float) else math.sqrt(BETA_0**2 + 2 * (BETA_1 - BETA_0) * math.log1p(s * s))
+    """beta(t) of the linear VP schedule at the time where its s = sigma/alpha equals ``s`` (a
+    float or a tensor of levels): sqrt(beta_0^2 + 2 (beta_1 - beta_0) log(1 + s^2))."""
+    if isinstance(s, float):
+        return math.sqrt(BETA_0**2 + 2 * (BETA_1 - BETA_0) * math.log1p(s * s))
+    return torch.sqrt(BETA_0**2 + 2 * (BETA_1 - BETA_0) * torch.log1p(s * s))
 
 
 @register
