@@ -41,6 +41,8 @@ At sigma_y = 0 every lambda is 1 and every gamma is sigma^2: DDNM+ is DDNM.  The
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -138,7 +140,12 @@ class DDNM(InverseMethod):
 
     def run(self, prior, problem, noise, *, nfe, seeds, cond, progress=False):
         op = problem.operator
-        wrapped = RangeNullDenoiser(prior, Spectral(op.require_svd(self.name), op.in_shape), problem)
+        spectral = Spectral(op.require_svd(self.name), op.in_shape)
+        if problem.sigma_y > 0:
+            warnings.warn(f"ddnm: sigma_y={problem.sigma_y} > 0, but DDNM fits the measurement exactly and copies "
+                          f"its noise into the samples (amplified by 1/sv on weak directions); use method='ddnm+'",
+                          UserWarning, stacklevel=3)
+        wrapped = RangeNullDenoiser(prior, spectral, problem)
         opts = {"eta": self.eta} if self.solver == "ddim-eta" else {}
         res = sample(wrapped, noise, solver=self.solver, nfe=nfe, schedule=self.schedule, seeds=seeds, cond=cond,
                      progress=progress, **opts)
