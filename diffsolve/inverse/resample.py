@@ -65,8 +65,8 @@ def ancestors(logw: Tensor, u: Tensor, scheme: str = "systematic") -> Tensor:
     return torch.searchsorted(cdf, pos.contiguous()).clamp_max(K - 1)
 
 
-def uniforms(seeds: Sequence[int], step: int, num: int, draw: int = 0) -> Tensor:
-    """(len(seeds), num) uniforms in (0, 1): Phi of the seeds' counter-based normals (one row
-    per seed, independent of the batch around it)."""
-    z = NoiseSource(seeds).normal(step, torch.empty(len(seeds), num, dtype=torch.float64), draw)
+def uniforms(seeds: Sequence[int], step: int, num: int, draw: int = 0, device: torch.device | str = "cpu") -> Tensor:
+    """(len(seeds), num) float64 uniforms in (0, 1) on ``device``: Phi of the seeds'
+    counter-based normals (one row per seed, independent of the batch around it)."""
+    z = NoiseSource(seeds).normal(step, torch.empty(len(seeds), num, dtype=torch.float64, device=device), draw)
     return (0.5 * (1 + torch.erf(z / math.sqrt(2)))).clamp(1e-16, 1 - 1e-16)

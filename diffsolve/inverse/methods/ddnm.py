@@ -94,10 +94,10 @@ class DDNMPlusStep(DDIMEta):
         d = denoise(y, s)
         s_down, sigma = ancestral_levels(s, s1, self.eta)
         a = 1 - s_down / s                                     # weight of x0 in the step's mean
-        an = a * self.nl.to(y.dtype)
-        full = (sigma >= an) | ~self.sp.measured
+        an, measured = a * self.nl.to(y), self.sp.measured.to(y.device)
+        full = (sigma >= an) | ~measured
         lam = torch.where(full, torch.ones_like(an), sigma / an.clamp_min(1e-300))        # [DDNM Eq. 19]
-        gamma = torch.where(~self.sp.measured, torch.full_like(an, sigma * sigma),
+        gamma = torch.where(~measured, torch.full_like(an, sigma * sigma),
                             torch.where(full, (sigma * sigma - an * an).clamp_min(0), torch.zeros_like(an)))
         x0 = range_null_correction(self.sp, self.problem, d, lam)                          # [DDNM Eq. 17]
         y_next = ddim_update(y, x0, s, s_down)                                              # [DDNM Eq. 18] mean

@@ -65,23 +65,23 @@ class DDRMStep(Solver):
 
     def start(self, z: Tensor, s0: float) -> Tensor:
         """x_T from the standard-normal draw z [DDRM Eq. 7]."""
-        zb, nl = self.sp.to(z), self.nl.to(z.dtype)
-        above = self.sp.measured & (nl <= s0)
+        zb, nl = self.sp.to(z), self.nl.to(z)
+        above = self.sp.measured.to(z.device) & (nl <= s0)
         measured = self.ybar + torch.sqrt((s0 * s0 - nl * nl).clamp_min(0)) * zb
         return self.sp.back(torch.where(above, measured, s0 * zb))
 
     def step(self, state: SolverState, denoise) -> SolverState:
         i, y, s, s1 = state.i, state.y, state.s, state.s_next
         d = denoise(y, s)
-        xb, xt, yb = self.sp.to(y), self.sp.to(d), self.ybar.to(y.dtype)
-        nl, eta, eta_b = self.nl.to(y.dtype), self.eta, self.eta_b
+        xb, xt, yb = self.sp.to(y), self.sp.to(d), self.ybar.to(y)
+        nl, measured, eta, eta_b = self.nl.to(y), self.sp.measured.to(y.device), self.eta, self.eta_b
         z = self.sp.to(state.noise.normal(step=i, like=y)) if s1 > 0 else torch.zeros_like(xb)
         keep = math.sqrt(1 - eta * eta) * s1
         null = xt + keep * (xb - xt) / s + eta * s1 * z                                   # [DDRM Eq. 8] sv_i = 0
         below = xt + keep * (yb - xt) / nl.clamp_min(1e-300) + eta * s1 * z               # [DDRM Eq. 8] s' < n_i
         above = (1 - eta_b) * xt + eta_b * yb \
             + torch.sqrt((s1 * s1 - (nl * eta_b) ** 2).clamp_min(0)) * z                  # [DDRM Eq. 8] s' >= n_i
-        new = torch.where(~self.sp.measured, null, torch.where(s1 < nl, below, above))
+        new = torch.where(~measured, null, torch.where(s1 < nl, below, above))
         return state.replace(y=self.sp.back(new), i=i + 1, x0=d)
 
     def grid_warning(self, grid):

@@ -132,14 +132,15 @@ class TwistedWeights:
         low = e < self.threshold * self.K
         state = ctx.state
         if ctx.i < ctx.n_steps and bool(low.any()):
-            u = uniforms(self.seeds, ctx.i, self.K, _DRAW)
-            keep = torch.arange(self.K).expand_as(self.logw)
+            dev = self.logw.device
+            u = uniforms(self.seeds, ctx.i, self.K, _DRAW, dev).to(self.logw.dtype)
+            keep = torch.arange(self.K, device=dev).expand_as(self.logw)
             local = torch.where(low[:, None], ancestors(self.logw, u, self.scheme), keep)   # [TDS Alg. 1] resample
             self.pending, self.prev = self.pending.gather(1, local), self.prev.gather(1, local)
             mean = torch.logsumexp(self.logw, 1, keepdim=True) - math.log(self.K)
             self.logw = torch.where(low[:, None], mean.expand_as(self.logw), self.logw)
             self.resampled += int(low.sum())
-            state = state.reindex((local + self.K * torch.arange(local.shape[0])[:, None]).flatten())
+            state = state.reindex((local + self.K * torch.arange(local.shape[0], device=dev)[:, None]).flatten())
         self.y_prev = state.y
         return state
 
@@ -150,7 +151,7 @@ class TwistedWeights:
         r = p.residual(y_N).flatten(1)
         loglik = self._groups(-(r * r).sum(1) / (2 * (p.sigma_y ** 2 + s_N * s_N)))
         self.logw = self.logw + self.pending + loglik - self.prev
-        u = uniforms(self.seeds, len(self.ess) + 1, 1, _DRAW)
+        u = uniforms(self.seeds, len(self.ess) + 1, 1, _DRAW, self.logw.device).to(self.logw.dtype)
         return ancestors(self.logw, u, "multinomial")[:, 0]
 
 
@@ -202,7 +203,7 @@ class TDS(InverseMethod):
         res = sample(twisted, start, solver="ddpm", nfe=steps, schedule=grid, y_start=start, seeds=pseeds, cond=rep,
                      hooks=[hook], progress=progress)
         pick = hook.final(res.samples, float(res.sigmas[-1]))
-        rows = pick + K * torch.arange(n)
+        rows = pick + K * torch.arange(n, device=pick.device)
         logw = normalise(hook.logw)
         res.samples = res.samples[rows]
         res.info.update(vjp=twisted.vjps * K, particles=K, steps=steps, forward=res.nfe * K,

@@ -51,7 +51,7 @@ class Spectral:
 
     def ybar(self, y: Tensor) -> Tensor:
         """diag(sv)^+ U^T y, zero on the null space: (B, *out_shape) -> (B, n)."""
-        z = self.svd.Ut(y) / self.svd.sv.to(y.dtype)
+        z = self.svd.Ut(y) / self.svd.sv.to(y)
         out = torch.zeros(y.shape[0], self.n, dtype=y.dtype, device=y.device)
         out[:, : self.svd.rank] = z
         return out
