@@ -230,7 +230,7 @@ def test_directory_without_a_checkpoint_is_named(tmp_path):
 
 
 def test_save_refuses_what_load_would_refuse_and_writes_nothing(tmp_path):
-    kw = {"dim": 2, "hidden": 8, "depth": 1, "num_classes": 3}
+    kw = {"dim": 2, "hidden": 8, "depth": 1, "num_classes": 3, "t_scale": 1000.0}
     net = build_net("mlp", **kw)
     prefix = str(tmp_path / "m")
     with pytest.raises(ValueError, match=re.escape(prefix + ".json") + ": num_classes is 0 but arch_kwargs.num_classes is 3"):
@@ -273,7 +273,7 @@ def test_save_writes_every_constructor_argument(tmp_path):
     from diffsolve.nets import ARCHITECTURES
 
     save(str(tmp_path / "m"), build_net("mlp", dim=2, hidden=8, depth=1),
-         _meta("mlp", {"dim": 2, "hidden": 8, "depth": 1}, "flow", "velocity", (2,), 0))
+         _meta("mlp", {"dim": 2, "hidden": 8, "depth": 1, "t_scale": 1000.0}, "flow", "velocity", (2,), 0))
     kw = json.loads((tmp_path / "m.json").read_text())["arch_kwargs"]
     assert set(kw) == set(inspect.signature(ARCHITECTURES["mlp"]).parameters)
 
@@ -289,10 +289,34 @@ def test_missing_t_scale_is_refused_not_defaulted(digits_copy):
     (lambda net, meta: ({"w": 1.0}, meta), TypeError, "net must be a torch.nn.Module or a dict of tensors"),
 ])
 def test_save_refuses_meta_and_net_by_name(tmp_path, args, exc, match):
-    kw = {"dim": 2, "hidden": 8, "depth": 1}
+    kw = {"dim": 2, "hidden": 8, "depth": 1, "t_scale": 1000.0}
     with pytest.raises(exc, match=match):
         save(str(tmp_path / "m"), *args(build_net("mlp", **kw), _meta("mlp", kw, "flow", "velocity", (2,), 0)))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("arch,kw,shape,wrong", [
+    ("mlp", {"dim": 2, "hidden": 8, "depth": 1}, (2,), {"t_scale": 1000.0}),
+    ("unet", {"in_channels": 1, "channels": 8, "channel_mults": [1, 2], "attn_levels": [1], "t_scale": 250.0},
+     (1, 8, 8), {"heads": 1}),
+])
+def test_save_refuses_arch_kwargs_no_tensor_shows_that_disagree_with_net(tmp_path, arch, kw, shape, wrong):
+    torch.manual_seed(0)
+    net = build_net(arch, **{**kw, "t_scale": 250.0, "heads": 2} if arch == "unet" else {**kw, "t_scale": 250.0})
+    for p in net.parameters():  # zero-initialised output layers would hide the difference
+        p.data.add_(0.05 * torch.randn_like(p))
+    with pytest.raises(ValueError, match="do not describe net .* give the arguments net was built with"):
+        save(str(tmp_path / "m"), net, _meta(arch, {**kw, **wrong}, "flow", "velocity", shape, 0))
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_state_dict_needs_t_scale_given(tmp_path):
+    kw = {"dim": 2, "hidden": 8, "depth": 1}
+    sd = build_net("mlp", **kw).state_dict()  # nothing in a state dict shows t_scale
+    with pytest.raises(ValueError, match="arch_kwargs lacks t_scale"):
+        save(str(tmp_path / "m"), sd, _meta("mlp", kw, "flow", "velocity", (2,), 0))
+    save(str(tmp_path / "m"), sd, _meta("mlp", {**kw, "t_scale": 1000.0}, "flow", "velocity", (2,), 0))
+    assert load(str(tmp_path / "m")).net.cond.t_scale == 1000.0
 
 
 def test_save_refuses_a_dtype_weights_cannot_be_stored_in(tmp_path):

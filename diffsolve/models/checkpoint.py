@@ -37,6 +37,7 @@ network is adapted with :func:`~diffsolve.denoisers.from_network` on the
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -133,7 +134,9 @@ def save(prefix: str, net: nn.Module | dict[str, Tensor], meta: dict[str, Any], 
     its ``format``, ``weights`` and ``weights_dtype`` are replaced by this file's, and
     ``arch_kwargs`` is completed with the constructor's defaults. It is checked as :func:`load`
     checks it, and so are the weights (in ``dtype``, float16 or float32: a value that overflows
-    float16 is refused), so that nothing is written that ``load`` would refuse."""
+    float16 is refused), so that nothing is written that ``load`` would refuse. A module ``net``
+    must compute what the JSON's network computes with the same weights (the round trip gives
+    ``net`` back); a state dict, which cannot show that, needs ``arch_kwargs.t_scale`` given."""
     from safetensors.torch import save_file
 
     if not isinstance(prefix, (str, os.PathLike)):
@@ -148,14 +151,39 @@ def save(prefix: str, net: nn.Module | dict[str, Tensor], meta: dict[str, Any], 
     computed = {"format": FORMAT, "weights": os.path.basename(prefix) + ".safetensors",
                 "weights_dtype": str(dtype).replace("torch.", "")}
     full = {"sigma_data": 0.5, "num_classes": 0, "value_range": [-1.0, 1.0], **meta, **computed}
-    if "arch_kwargs" in full:
+    if isinstance(net, nn.Module) and "arch_kwargs" in full:  # the defaults are checked against net below
         full["arch_kwargs"] = complete_arch_kwargs(full.get("arch"), full["arch_kwargs"])
     check_meta(full, prefix + ".json")
+    full["arch_kwargs"] = complete_arch_kwargs(full["arch"], full["arch_kwargs"])
     sd = _state_dict_to_save(net, dtype)
-    check_weights(sd, build_checked_net(full, prefix + ".json"), prefix + ".safetensors", full["num_classes"])
+    built = build_checked_net(full, prefix + ".json")
+    check_weights(sd, built, prefix + ".safetensors", full["num_classes"])
+    if isinstance(net, nn.Module):
+        _check_same_function(net, built, sd, full, prefix + ".json")
     atomic_write(prefix + ".safetensors", lambda tmp: save_file(sd, tmp, metadata={"format": FORMAT}))
     atomic_write_json(prefix + ".json", full)
     return prefix + ".json"
+
+
+def _check_same_function(net: nn.Module, built: nn.Module, sd: dict[str, Tensor], meta: dict, path: str) -> None:
+    """Refuse ``meta`` whose network, given the weights ``sd``, computes other values than ``net``
+    with them: an argument no tensor shows (``t_scale``, a UNet's ``groups`` or ``heads``) that
+    disagrees with the module would make :func:`load` return another model."""
+    twin = copy.deepcopy(net).cpu().float().eval()
+    twin.load_state_dict(sd)
+    built.load_state_dict(sd)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, *meta["shape"], generator=g), 0.25 + 0.5 * torch.rand(2, generator=g)
+    try:
+        with torch.no_grad():
+            want, got = twin(x, t), built.eval()(x, t)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise TypeError(f"{path}: net cannot be called as net(x, t) on data of shape {meta['shape']}: "
+                        f"{str(e).splitlines()[0]}") from None
+    if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
+        raise ValueError(f"{path}: arch_kwargs {meta['arch_kwargs']} do not describe net (the network they build "
+                         "computes other values with the same weights); give the arguments net was built with "
+                         "(those no tensor shows: t_scale; a UNet's groups and heads)")
 
 
 def _resolve(name_or_path: str) -> str:

@@ -44,7 +44,8 @@ REQUIRED_KEYS = ("arch", "arch_kwargs", "path", "prediction", "shape")
 #: the weights (dim, hidden, depth, channels, channel_mults, num_res_blocks, attn_levels: a wrong
 #: default gives missing, unexpected or misshapen tensors, which check_weights refuses; num_classes:
 #: checked against the JSON's num_classes and the class embedding), inert at sampling (dropout), or
-#: absent from the shipped mnist.json, which was trained with their defaults (groups, heads).
+#: absent from the shipped mnist.json, which was trained with their defaults (groups, heads; ``save``
+#: refuses arch_kwargs whose network computes other values than the module it is given).
 REQUIRED_ARCH_KWARGS = {"mlp": ("t_scale",), "unet": ("t_scale",)}
 #: the dtypes a checkpoint's weights are stored in (the ``weights_dtype`` field)
 WEIGHT_DTYPES = {"float16": torch.float16, "float32": torch.float32}
