@@ -52,11 +52,12 @@ whole batch instead of the worst sample.
 
 The default is ``controller="integral", error_norm="batch"``; ``controller="paper",
 error_norm="sample-max"`` is Algorithm 4 as printed.  At equal NFE (the mixture benchmarks,
-docs/benchmarks.md, log-log interpolation between tolerances) the default's error is
-0.32-0.52x the paper rule's on gmm-2d, 0.52-0.72x on gmm-64 and 0.38-0.51x on gmm-3072 from 44
-NFE (1.21x at 38), and 0.19-0.89x that of k-diffusion's ``dpm_adaptive``; at rtol = 0.01 it
-takes about half the paper rule's NFE (gmm-2d / gmm-64, every path: 38-51 against 89-214) with a
-worst final error of 0.0073 of the data's RMS (paper rule: 0.0051).
+docs/benchmarks.md, log-log interpolation between tolerances) DPM-Solver-23's error with the
+default is 0.32-0.52x the paper rule's on gmm-2d, 0.52-0.72x on gmm-64 and 0.38-0.51x on gmm-3072
+from 44 NFE (1.21x at 38), and 0.19-0.89x that of k-diffusion's ``dpm_adaptive`` (digits, a trained
+network: 0.67-1.05x; DPM-Solver-12 is behind it, see there); at rtol = 0.01 it takes 0.23-0.86x the
+paper rule's NFE (median 0.61; gmm-2d / gmm-64, both solvers, every path: 37-59 NFE against 44-222)
+with a worst final error of 0.0073 of the data's RMS (paper rule: 0.0051).
 
 How it runs in the driver.  The NFE is not known in advance: the class sets ``adaptive =
 True`` (the driver skips its NFE-rule check and reports the calls it counted in
