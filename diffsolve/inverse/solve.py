@@ -16,8 +16,11 @@ from .problem import Problem
 
 __all__ = ["solve_inverse", "DEFAULT_METHOD"]
 
-#: the method used when none is named
-DEFAULT_METHOD = "diffpir"
+#: the method used when none is named: DPS needs only forward/adjoint (any operator) and was the
+#: best of ours at 20 NFE on MNIST with 70% of the pixels missing at random (sigma_y 0.05 in [0, 1]
+#: units, unconditional prior; test images 100-163, not those the defaults were tuned on): PSNR
+#: 19.2 dB, the shipped classifier recognising 95.3% (PiGDM 17.6 dB / 90.6%, DiffPIR lower)
+DEFAULT_METHOD = "dps"
 
 
 def solve_inverse(prior: Denoiser, operator: Operator, y: Tensor, sigma_y: float, method: str | InverseMethod = DEFAULT_METHOD,
