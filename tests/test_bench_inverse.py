@@ -75,7 +75,10 @@ def test_refusals_are_rows_with_reasons(tmp_path):
                      oracles=(), max_cost=20 * 50 * 2 * 8 - 1, progress=False)
     by = {r["budget"]: r for r in rows if r["method"] == "dps"}
     assert by["7"]["status"] == "skipped" and "nfe=7" in by["7"]["message"]
-    assert by["20"]["status"] == "skipped" and "cap" in by["20"]["message"]
+    assert by["20"]["status"] == "over-cap" and "cap" in by["20"]["message"]
+    rows = run_exact(str(tmp_path / "s.csv"), problems=("gmm-2d",), methods=("dps",), nfes=(7, 20), num=50,
+                     oracles=(), progress=False)                               # a larger cap computes it
+    assert [r["status"] for r in rows if r["method"] == "dps"] == ["skipped", "ok"] and len(rows) == 3
 
 
 def test_exact_summary_lists_methods_within_the_floor():

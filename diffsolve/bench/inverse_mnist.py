@@ -27,12 +27,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..checks import check_choice
 from ..inverse import DEFAULT_METHOD, METHODS, Inpainting, Operator, sigma_in_model_units, solve_inverse
 from ..metrics import frechet_distance, layer_outputs
 from ..metrics.image import psnr, ssim, to_unit_range
 from .inverse_classifier import independent_classifier
 from .inverse_problems import MNIST_TASKS, mnist_operator
-from .inverse_store import Table
+from .inverse_store import Table, run_into
 
 __all__ = ["MnistSpec", "run_mnist", "solve_task", "reconstruction_metrics", "measurement_image", "posterior_figure",
            "COLUMNS", "KEY", "PEERS", "GROUPS", "SIGMA01", "NULL_LABEL", "VALUE_RANGE"]
@@ -61,7 +62,7 @@ class MnistSpec:
     peer_nfes: Sequence[int] = (0, 100)
     num: int = 32
     sigma01: float = SIGMA01
-    spread_nfes: Sequence[int] = (20,)
+    spread_nfes: Sequence[int] | None = None  #: default: the first of nfes
     spread_truths: int = 8
     spread_samples: int = 4
     max_calls: int = 100 * 32 * 2
@@ -71,16 +72,15 @@ class MnistSpec:
         for t in self.tasks:
             mnist_operator(t)
         for g in self.groups:
-            if g not in GROUPS:
-                raise ValueError(f"unknown group {g!r}; accepted: {', '.join(GROUPS)}")
+            check_choice("MnistSpec", "groups", g, GROUPS)
         for m in (*self.our_methods, *(self.cond_methods or ())):
-            if m not in METHODS:
-                raise ValueError(f"unknown inverse method {m!r}; accepted: {', '.join(sorted(METHODS))}")
+            check_choice("MnistSpec", "methods", m, sorted(METHODS))
         for p in self.peers:
-            if p not in PEERS:
-                raise ValueError(f"unknown peer {p!r}; accepted: {', '.join(PEERS)}")
+            check_choice("MnistSpec", "peers", p, PEERS)
         if not 1 <= self.num <= 10000:
             raise ValueError(f"num must be in [1, 10000] (MNIST test images), got {self.num}")
+        if self.spread_nfes is None:
+            object.__setattr__(self, "spread_nfes", tuple(self.nfes[:1]))
         if not 0 <= self.sigma01 < 1:
             raise ValueError(f"sigma01 must be in [0, 1) ([0, 1] pixel units), got {self.sigma01}")
 
@@ -280,25 +280,5 @@ def run_mnist(csv_path: str, spec: MnistSpec | None = None, *, figures: str | No
             xs, _, _ = solve_task(prior, data.ops[t], data.y[t][idx], data.sigma_y, DEFAULT_METHOD, spec.spread_nfes[0],
                                   [_SPREAD_SEED + i for i in range(k * per)], _cond("uncond", data.labels[idx]))
             keep(t, xs, spec.spread_nfes[0])
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="inverse mnist", unit="cell")
-    n = len(cells) - len(todo)
-    try:
-        for c in todo:
-            if bar is not None:
-                bar.set_postfix_str(" ".join(map(str, c)))
-            row = run_cell(spec, data, prior, *c, keep=keep)
-            table.append(row)
-            n += 1
-            if bar is not None:
-                bar.update(1)
-            if on_row is not None:
-                on_row(row, n, len(cells))
-    finally:
-        if bar is not None:
-            bar.close()
-    table.canonicalize([key(c) for c in cells])
-    return table.rows()
-
+    return run_into(table, [key(c) for c in cells], todo, lambda c: run_cell(spec, data, prior, *c, keep=keep),
+                    desc="inverse mnist", progress=progress, on_row=on_row)

@@ -22,12 +22,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..io import atomic_write_text, remove_orphans
 from .store import ORPHAN_AGE_S, fmt
 
-__all__ = ["Table"]
+__all__ = ["Table", "run_into"]
 
 
 class Table:
@@ -96,3 +96,32 @@ class Table:
                 out.append(self._line(by_key[k]))
                 seen.add(k)
         atomic_write_text(self.path, "".join(out))
+
+
+def run_into(table: Table, keys: Sequence[tuple[str, ...]], todo: Sequence[Any], compute: Callable[[Any], dict],
+             *, desc: str, progress: bool = True,
+             on_row: Callable[[dict[str, Any], int, int], None] | None = None) -> list[dict[str, str]]:
+    """Compute each cell of ``todo`` (``compute(cell) -> row``), append it as it finishes (a
+    progress bar over all ``keys``; ``on_row(row, done, total)`` after each: raising from it stops
+    the run, rows written so far stay), then rewrite the table in the order of ``keys``."""
+    total, n = len(keys), len(keys) - len(todo)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=n, desc=desc, unit="cell")
+    try:
+        for c in todo:
+            if bar is not None:
+                bar.set_postfix_str(" ".join(map(str, c)))
+            row = compute(c)
+            table.append(row)
+            n += 1
+            if bar is not None:
+                bar.update(1)
+            if on_row is not None:
+                on_row(row, n, total)
+    finally:
+        if bar is not None:
+            bar.close()
+    table.canonicalize(keys)
+    return table.rows()
