@@ -155,6 +155,30 @@ def test_mnist_tasks_have_the_documented_operators():
         mnist_operator("inpaint")
 
 
+def test_tiny_mnist_run_writes_rows_figure_and_report(tmp_path):
+    """One task, the default method at 4 NFE, the conditional group too: baselines, metrics in
+    range, the spread of 2 samples per measurement, the figure; a rerun computes nothing."""
+    from diffsolve.bench.inverse_mnist import run_mnist
+    from diffsolve.bench.inverse_report import mnist_report
+    from diffsolve.inverse import DEFAULT_METHOD
+
+    kw = dict(tasks=("inpaint-random",), methods=(DEFAULT_METHOD,), nfes=(4,), peers=(), num=4, spread_truths=2,
+              spread_samples=2, progress=False)
+    rows = run_mnist(str(tmp_path / "m.csv"), figures=str(tmp_path / "m"), **kw)
+    assert [(r["group"], r["method"]) for r in rows] == [("uncond", "baseline:zero-fill"), ("uncond", "baseline:pinv"),
+                                                         ("uncond", DEFAULT_METHOD), ("cond", DEFAULT_METHOD)]
+    assert all(r["status"] == "ok" for r in rows)
+    ours = rows[2]
+    assert int(ours["nfe"]) == 4 and 0 < float(ours["ssim"]) <= 1 and 0 <= float(ours["acc_independent"]) <= 1
+    assert float(ours["spread"]) > 0 and rows[3]["spread"] == ""
+    assert os.path.getsize(tmp_path / "m-inpaint-random.png") > 1000
+    again = []
+    run_mnist(str(tmp_path / "m.csv"), figures=str(tmp_path / "m"), on_row=lambda r, d, t: again.append(r), **kw)
+    assert again == []
+    md = open(mnist_report(rows, str(tmp_path / "m"), "cmd", figures=["m-inpaint-random.png"])).read()
+    assert "| uncond | baseline:zero-fill |" in md and "m-inpaint-random.png" in md
+
+
 # -- the command line --------------------------------------------------------------------------
 def test_cli_inverse_writes_the_figure(tmp_path, capsys):
     out = str(tmp_path / "fig.png")
