@@ -16,7 +16,7 @@ import time
 import torch
 
 from ..bench.inverse_exact import DEFAULT_NFES, ORACLES, ExactSpec, run_exact
-from ..bench.inverse_mnist import (NULL_LABEL, PEERS, SIGMA01, VALUE_RANGE, MnistSpec, measurement_image,
+from ..bench.inverse_mnist import (GROUPS, NULL_LABEL, PEERS, SIGMA01, VALUE_RANGE, MnistSpec, measurement_image,
                                    posterior_figure, reconstruction_metrics, run_mnist, solve_task)
 from ..bench.inverse_problems import DEFAULT_EXACT_PROBLEMS, MNIST_TASKS, check_exact_problem, mnist_operator
 from ..bench.inverse_report import exact_report, mnist_report
@@ -103,7 +103,7 @@ def _exact(args: argparse.Namespace, command: str) -> None:
 
 def _mnist(args: argparse.Namespace, command: str) -> None:
     try:
-        spec = MnistSpec(tasks=tuple(args.tasks), methods=tuple(args.methods) if args.methods else None,
+        spec = MnistSpec(tasks=tuple(args.tasks), groups=tuple(args.groups), methods=tuple(args.methods) if args.methods else None,
                          nfes=tuple(args.nfes), peers=tuple(args.peers), peer_nfes=tuple(args.peer_nfes),
                          num=args.num, max_calls=args.max_calls,
                          cond_methods=tuple(args.cond_methods) if args.cond_methods else None)
@@ -174,8 +174,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-cost", type=float_range("a positive number", 0.0, lo_open=True), default=2e8,
                    help="exact: skip cells above NFE x samples x dim x components")
     b.add_argument("--tasks", nargs="+", type=name_in("task", MNIST_TASKS), default=list(MNIST_TASKS))
-    b.add_argument("--peers", nargs="+", type=name_in("peer", PEERS), default=list(PEERS),
-                   help="mnist: deepinv's samplers (through the peer adapter)")
+    b.add_argument("--peers", nargs="*", type=name_in("peer", PEERS), default=list(PEERS),
+                   help="mnist: deepinv's samplers (through the peer adapter); none: give the flag alone")
+    b.add_argument("--groups", nargs="+", type=name_in("group", GROUPS), default=list(GROUPS),
+                   help="mnist: row groups (uncond: the null label; cond: the true labels)")
     b.add_argument("--peer-nfes", nargs="+", type=int_range(0), default=[0, 100],
                    help="mnist: peer budgets (0: deepinv's defaults)")
     b.add_argument("--cond-methods", nargs="+", type=method_name, default=None,
