@@ -142,3 +142,17 @@ def test_wrong_shapes_are_refused():
         A(torch.zeros(1, 4, 5))
     with pytest.raises(ValueError, match="y must have shape"):
         A.adjoint(torch.zeros(1, 4, 4))
+
+
+def test_damped_pinv_is_the_tikhonov_solution():
+    """pinv(y, damping=lam) = argmin |A x - y|^2 + lam |x|^2 = (A^T A + lam I)^-1 A^T y, and it does
+    not amplify noise through small singular values as the plain pinv does."""
+    from diffsolve.inverse import GaussianBlur
+
+    op = GaussianBlur(1.5, 5, (1, 8, 8))
+    A = op.matrix()
+    y = torch.randn(2, *op.out_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lam = 0.01
+    want = torch.linalg.solve(A.T @ A + lam * torch.eye(A.shape[1], dtype=torch.float64), A.T @ y.reshape(2, -1).T).T
+    torch.testing.assert_close(op.pinv(y, damping=lam).reshape(2, -1), want, rtol=1e-9, atol=1e-9)
+    assert float(op.pinv(y, damping=lam).abs().max()) < float(op.pinv(y).abs().max()) / 10

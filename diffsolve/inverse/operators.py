@@ -121,11 +121,16 @@ class Operator:
                              f"use a method that needs only forward/adjoint (dps, diffpir, daps, red-diff)")
         return s
 
-    def pinv(self, y: Tensor) -> Tensor:
-        """A^+ y = V diag(1/sv) U^T y (the minimum-norm least-squares solution)."""
+    def pinv(self, y: Tensor, damping: float = 0.0) -> Tensor:
+        """A^+ y = V diag(1/sv) U^T y (the minimum-norm least-squares solution).  With
+        ``damping`` = lam > 0 the Tikhonov-regularised inverse V diag(sv / (sv^2 + lam)) U^T y:
+        the minimiser of |A x - y|^2 + lam |x|^2, which does not amplify the noise of a measurement
+        through small singular values (lam = sigma_y^2 for a noisy one)."""
         self._check(y, self.out_shape, "y")
+        damping = check_number(self.name, "damping", damping, 0)
         s = self.require_svd("pinv")
-        z = s.Ut(y) / s.sv.to(y.dtype)
+        sv = s.sv.to(y.dtype)
+        z = s.Ut(y) * (sv / (sv * sv + damping)) if damping > 0 else s.Ut(y) / sv
         n_in = math.prod(self.in_shape)
         full = torch.zeros(y.shape[0], n_in, dtype=y.dtype, device=y.device)
         full[:, : s.rank] = z
