@@ -130,12 +130,14 @@ def _exact_plot(rows: Sequence[Row], path: str) -> None:
     cols = min(3, len(problems))
     nr = math.ceil(len(problems) / cols)
     fig, axes = plt.subplots(nr, cols, figsize=(4.2 * cols, 3.4 * nr), squeeze=False)
+    methods = _order(r["method"] for r in rows if r["method"] != "exact:floor")
+    color = {m: plt.cm.tab20(i % 20) for i, m in enumerate(methods)}  # one colour per method on every panel
     for ax, p in zip(axes.flat, problems):
         prs = [r for r in _ok(rows) if r["problem"] == p and r["method"] != "exact:floor"]
         for m in _order(r["method"] for r in prs):
             pts = sorted((int(r["budget"]), _f(r["w2_ratio"])) for r in prs if r["method"] == m)
             ax.plot([b for b, _ in pts], [x for _, x in pts], "--" if m.startswith("oracle") else "-",
-                    marker="o", ms=3, label=m)
+                    marker="o", ms=3, label=m, color=color[m])
         ax.axhline(1.0, color="k", lw=0.8)
         ax.axhline(WITHIN, color="k", lw=0.8, ls=":")
         ax.set(xscale="log", yscale="log", title=p, xlabel="NFE", ylabel="sliced W2 / floor")

@@ -88,6 +88,12 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wall(rows: list[dict[str, str]], seconds: float) -> str:
+    cells = sum(float(r["seconds"] or 0) for r in rows)
+    return (f"Compute time of the cells (the CSV's `seconds`, summed): {cells:.0f} s; wall time of this invocation: "
+            f"{seconds:.0f} s (a resumed run computes only the missing cells).")
+
+
 def _exact(args: argparse.Namespace, command: str) -> None:
     try:
         spec = ExactSpec(problems=tuple(args.problems), methods=tuple(args.methods) if args.methods else None,
@@ -96,8 +102,7 @@ def _exact(args: argparse.Namespace, command: str) -> None:
         raise UsageError(str(e)) from None
     t0 = time.time()
     rows = run_exact(args.out + ".csv", spec, progress=not args.quiet)
-    md, png = exact_report(rows, args.out, command, wall=f"Wall time of this invocation: {time.time() - t0:.0f} s "
-                                                           "(a resumed run counts only what it computed).")
+    md, png = exact_report(rows, args.out, command, wall=_wall(rows, time.time() - t0))
     print(f"wrote {os.path.abspath(md)} and {os.path.abspath(png)}")
 
 
@@ -113,8 +118,7 @@ def _mnist(args: argparse.Namespace, command: str) -> None:
     rows = run_mnist(args.out + ".csv", spec, figures=args.out, progress=not args.quiet)
     figs = [os.path.basename(f"{args.out}-{t}.png") for t in spec.tasks if os.path.exists(f"{args.out}-{t}.png")]
     md = mnist_report(rows, args.out, command, figures=figs,
-                      wall=f"Wall time of this invocation: {time.time() - t0:.0f} s (a resumed run counts only what "
-                           "it computed).")
+                      wall=_wall(rows, time.time() - t0))
     print(f"wrote {os.path.abspath(md)}")
 
 
