@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from diffsolve.bench.inverse_exact import FLOOR, ExactSpec, exact_cells, run_exact, tds_particles
+from diffsolve.bench.inverse_exact import COLUMNS, FLOOR, ExactSpec, exact_cells, run_exact, tds_particles
 from diffsolve.bench.inverse_problems import (DEFAULT_EXACT_PROBLEMS, check_exact_problem, exact_problem,
                                               mnist_operator)
 from diffsolve.bench.inverse_report import exact_report, exact_summary
@@ -206,3 +206,17 @@ def test_cli_inverse_bench_bad_flags(capsys):
     assert "\n" not in err and "--problems" in err and "grid-D-yM" in err
     assert main(["inverse-bench", "cubes"]) == 2
     assert "suite" in capsys.readouterr().err
+
+
+def test_cli_inverse_bench_exact_lists_every_command_that_filled_the_csv(tmp_path, capsys):
+    out = str(tmp_path / "e")
+    base = ["inverse-bench", "exact", "--problems", "gmm-2d", "--methods", "ddrm", "--num", "50", "--oracles",
+            "oracle:dpm++2m", "--out", out, "--quiet"]
+    assert main([*base, "--nfes", "10"]) == 0
+    assert main([*base, "--nfes", "10", "20"]) == 0
+    assert main([*base, "--nfes", "10", "20"]) == 0                       # resumed: nothing new, listed once
+    text = open(out + ".md").read()
+    assert text.count("diffsolve inverse-bench exact") == 2 and "--nfes 10 20" in text
+    rows = Table(out + ".csv", COLUMNS, ()).rows()
+    assert [(r["method"], r["budget"]) for r in rows if r["method"] == "ddrm"] == [("ddrm", "10"), ("ddrm", "20")]
+    assert os.path.exists(out + ".png")

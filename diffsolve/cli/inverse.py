@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import time
 
@@ -88,6 +89,16 @@ def cmd_inverse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _commands(md_path: str, command: str) -> str:
+    """The commands that filled the CSV: those the previous report lists, then this one (once)."""
+    prev: list[str] = []
+    if os.path.exists(md_path):
+        with open(md_path) as f:
+            m = re.search(r"Produced by:\n\n((?:    .*\n)+)", f.read())
+        prev = [line[4:] for line in m.group(1).splitlines()] if m else []
+    return "\n    ".join(dict.fromkeys([*prev, command]))
+
+
 def _wall(rows: list[dict[str, str]], seconds: float) -> str:
     cells = sum(float(r["seconds"] or 0) for r in rows)
     return (f"Compute time of the cells (the CSV's `seconds`, summed): {cells:.0f} s; wall time of this invocation: "
@@ -102,7 +113,7 @@ def _exact(args: argparse.Namespace, command: str) -> None:
         raise UsageError(str(e)) from None
     t0 = time.time()
     rows = run_exact(args.out + ".csv", spec, progress=not args.quiet)
-    md, png = exact_report(rows, args.out, command, wall=_wall(rows, time.time() - t0))
+    md, png = exact_report(rows, args.out, _commands(args.out + ".md", command), wall=_wall(rows, time.time() - t0))
     print(f"wrote {os.path.abspath(md)} and {os.path.abspath(png)}")
 
 
@@ -117,7 +128,7 @@ def _mnist(args: argparse.Namespace, command: str) -> None:
     t0 = time.time()
     rows = run_mnist(args.out + ".csv", spec, figures=args.out, progress=not args.quiet)
     figs = [os.path.basename(f"{args.out}-{t}.png") for t in spec.tasks if os.path.exists(f"{args.out}-{t}.png")]
-    md = mnist_report(rows, args.out, command, figures=figs,
+    md = mnist_report(rows, args.out, _commands(args.out + ".md", command), figures=figs,
                       wall=_wall(rows, time.time() - t0))
     print(f"wrote {os.path.abspath(md)}")
 
