@@ -40,12 +40,20 @@ def _order(seq):
     return list(dict.fromkeys(seq))
 
 
+def _problems(rows: Sequence[Row]) -> list[str]:
+    """The problems of ``rows``: the default ones in their order first, then any others."""
+    from .inverse_problems import DEFAULT_EXACT_PROBLEMS
+
+    seen = _order(r["problem"] for r in rows)
+    return [p for p in DEFAULT_EXACT_PROBLEMS if p in seen] + [p for p in seen if p not in DEFAULT_EXACT_PROBLEMS]
+
+
 # -- exact --------------------------------------------------------------------------------------
 def exact_summary(rows: Sequence[Row], within: float = WITHIN) -> dict[str, list[tuple[str, int, float]]]:
     """Per problem, the methods (not oracle / floor rows) whose sliced W2 is within ``within`` x
     the floor at some budget <= 1000: (method, smallest such NFE, its ratio)."""
     out: dict[str, list[tuple[str, int, float]]] = {}
-    for p in _order(r["problem"] for r in rows):
+    for p in _problems(rows):
         hits = {}
         for r in _ok(rows):
             if r["problem"] != p or ":" in r["method"] or int(r["budget"]) > 1000:
@@ -59,7 +67,7 @@ def exact_summary(rows: Sequence[Row], within: float = WITHIN) -> dict[str, list
 
 def _exact_tables(rows: Sequence[Row]) -> list[str]:
     lines = []
-    for p in _order(r["problem"] for r in rows):
+    for p in _problems(rows):
         prs = [r for r in rows if r["problem"] == p]
         floor = next((r for r in prs if r["method"] == "exact:floor"), None)
         budgets = sorted({int(r["budget"]) for r in prs if r["method"] != "exact:floor"})
@@ -101,7 +109,7 @@ def _exact_tables(rows: Sequence[Row]) -> list[str]:
 
 
 def _bias_table(rows: Sequence[Row]) -> list[str]:
-    problems = _order(r["problem"] for r in rows)
+    problems = _problems(rows)
     methods = _order(r["method"] for r in rows if r["method"] != "exact:floor")
     lines = ["| method | " + " | ".join(problems) + " |", "|---|" + "---:|" * len(problems)]
     for m in methods:
@@ -126,7 +134,7 @@ def _exact_plot(rows: Sequence[Row], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    problems = _order(r["problem"] for r in rows)
+    problems = _problems(rows)
     cols = min(3, len(problems))
     nr = math.ceil(len(problems) / cols)
     fig, axes = plt.subplots(nr, cols, figsize=(4.2 * cols, 3.4 * nr), squeeze=False)
