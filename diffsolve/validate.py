@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from .noise import check_seeds as noise_seeds
 from .solvers.base import NFEError
 
 __all__ = ["MAX_NFE", "check_nfe", "check_state_tensor", "check_dtype", "check_cond", "check_hooks",
@@ -130,14 +131,8 @@ def check_hooks(hooks: Any) -> tuple[Callable, ...]:
 
 
 def check_seeds(seeds: Any, batch: int) -> list[int]:
-    """One seed per sample (their values are checked by :class:`~diffsolve.noise.NoiseSource`)."""
-    if isinstance(seeds, Tensor):
-        if seeds.ndim != 1:
-            raise ValueError(f"seeds must be a 1-D list of integers, got a tensor of shape {tuple(seeds.shape)}")
-        seeds = seeds.tolist()
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) and not hasattr(seeds, "__iter__"):
-        raise TypeError(f"seeds must be a list of integers (one per sample), got {type(seeds).__name__}")
-    seeds = list(seeds)
+    """One seed per sample, each an integer in [0, 2**63) (:func:`diffsolve.noise.check_seeds`)."""
+    seeds = noise_seeds(seeds)
     if len(seeds) != batch:
         raise ValueError(f"{len(seeds)} seeds for a batch of {batch}: give one seed per sample")
     return seeds
