@@ -77,6 +77,15 @@ class SVD:
     def rank(self) -> int:
         return int(self.sv.numel())
 
+    def pinv_coordinates(self, y: Tensor, n: int, damping: float = 0.0) -> Tensor:
+        """V^T A^+ y, (B, n): U^T y divided by the singular values (multiplied by
+        sv / (sv^2 + damping) when ``damping`` > 0), zero on the null space."""
+        sv = self.sv.to(y)
+        z = self.Ut(y) * (sv / (sv * sv + damping)) if damping > 0 else self.Ut(y) / sv
+        out = torch.zeros(y.shape[0], n, dtype=y.dtype, device=y.device)
+        out[:, : self.rank] = z
+        return out
+
 
 class Operator:
     """Base class: subclasses set ``in_shape`` / ``out_shape`` and implement ``_forward`` and
@@ -129,12 +138,7 @@ class Operator:
         self._check(y, self.out_shape, "y")
         damping = check_number(self.name, "damping", damping, 0)
         s = self.require_svd("pinv")
-        sv = s.sv.to(y.dtype)
-        z = s.Ut(y) * (sv / (sv * sv + damping)) if damping > 0 else s.Ut(y) / sv
-        n_in = math.prod(self.in_shape)
-        full = torch.zeros(y.shape[0], n_in, dtype=y.dtype, device=y.device)
-        full[:, : s.rank] = z
-        return s.V(full)
+        return s.V(s.pinv_coordinates(y, math.prod(self.in_shape), damping))
 
     def measure(self, x: Tensor, sigma_y: float, seeds: Sequence[int] | None = None) -> Tensor:
         """A x + sigma_y n with per-sample seeded noise n (``seeds``: one per row, default 0..B-1).

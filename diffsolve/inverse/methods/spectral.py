@@ -50,11 +50,8 @@ class Spectral:
         return self.svd.V(z)
 
     def ybar(self, y: Tensor) -> Tensor:
-        """diag(sv)^+ U^T y, zero on the null space: (B, *out_shape) -> (B, n)."""
-        z = self.svd.Ut(y) / self.svd.sv.to(y)
-        out = torch.zeros(y.shape[0], self.n, dtype=y.dtype, device=y.device)
-        out[:, : self.svd.rank] = z
-        return out
+        """diag(sv)^+ U^T y, zero on the null space: (B, *out_shape) -> (B, n) (= V^T A^+ y)."""
+        return self.svd.pinv_coordinates(y, self.n)
 
     def noise_level(self, sigma_y: float) -> Tensor:
         """sigma_y / sv_i per coordinate (inf on the null space, 0 everywhere when sigma_y = 0)."""
