@@ -137,10 +137,14 @@ class Denoiser:
         """Conditioning keys this denoiser takes (None: it cannot tell, anything is passed on)."""
         return accepted_keywords(self.denoise, skip=2)
 
+    def describe_self(self) -> str:
+        """How errors name this denoiser (its class by default)."""
+        return type(self).__name__
+
     def check(self, y: Tensor, cond: dict[str, Any]) -> dict[str, Any]:
         """Validate the starting state ``y`` and the conditioning once before sampling; return the
         conditioning as the denoiser will receive it."""
-        who = type(self).__name__
+        who = self.describe_self()
         check_shape(y, getattr(self, "shape", None), who)
         _check_keys(cond, self.accepted_cond(), who)
         return cond

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..denoisers import NetworkDenoiser, check_shape
+from ..denoisers import NetworkDenoiser
 from ..io import atomic_write, atomic_write_json
 from ..nets.embed import check_labels
 from ..paths import DiscreteVPPath, Path, get_path
@@ -87,20 +87,17 @@ class TrainedDenoiser(NetworkDenoiser):
         """The state must have this model's ``shape``; ``labels`` (the only conditioning) must be
         class indices 0..num_classes (num_classes = the null label), one per row or one for all,
         and are refused for an unconditional model."""
-        name = self.meta.get("name", "?")
-        check_shape(y, self.shape, f"model {name!r}")
-        unknown = sorted(set(cond) - {"labels"})
-        if unknown:
-            raise TypeError(f"model {name!r} takes no conditioning {', '.join(map(repr, unknown))}; accepted: "
-                            + ("labels (class indices 0.." + str(self.num_classes) + ")" if self.num_classes
-                               else "none (it is unconditional)"))
+        cond = super().check(y, cond)  # the shape, and keys the network takes (labels)
         if cond.get("labels") is None:
             return cond
         try:
             labels = check_labels(cond["labels"], y.shape[0], self.num_classes)
         except ValueError as e:
-            raise ValueError(f"model {name!r}: {e}") from None
+            raise ValueError(f"{self.describe_self()}: {e}") from None
         return {**cond, "labels": labels}
+
+    def describe_self(self) -> str:
+        return f"model {self.meta.get('name', '?')!r}"
 
     def _call_net(self, x: Tensor, t: Tensor, cond: dict) -> Tensor:
         if "labels" in cond and cond["labels"] is not None:
