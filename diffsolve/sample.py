@@ -203,12 +203,9 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     else:
         y0 = check_state_tensor("y_start", y_start, like=noise).to(dtype)
     cond = den.check(y0, cond)
-    src = None
-    if seeds is not None or slv.stochastic:
-        seeds = list(range(noise.shape[0])) if seeds is None else check_seeds(seeds, noise.shape[0])
-        src = NoiseSource(seeds)  # validates every seed, also for deterministic solvers
-    if not slv.stochastic:
-        src = None
+    if seeds is not None:  # checked for every solver: one integer in [0, 2**63) per sample
+        seeds = check_seeds(seeds, noise.shape[0])
+    src = NoiseSource(list(range(noise.shape[0])) if seeds is None else seeds) if slv.stochastic else None
     grid = tuple(sigmas.tolist())
     warning = slv.grid_warning(grid)
     if warning:
