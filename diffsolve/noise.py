@@ -136,16 +136,26 @@ class NoiseSource:
         if like.shape[0] != len(self.seeds):
             raise ValueError(f"noise source has {len(self.seeds)} seeds but the batch has {like.shape[0]} rows")
         n = math.prod(like.shape[1:])
-        dev = like.device
-        base = _mix(_mix(self._keys_on(dev) ^ _signed(step + 1)) ^ _signed(draw + 7))  # (B,)
         m = (n + 1) // 2
-        j = torch.arange(2 * m, dtype=torch.int64, device=dev) * _GOLDEN
-        bits = _mix(base[:, None] ^ j[None, :])  # (B, 2m)
-        u = (_srl(bits, 11).to(torch.float64) + 0.5) * 2.0**-53  # uniform in (0, 1)
+        u = self._uniforms(step, draw, 2 * m, like.device)
         r = torch.sqrt(-2.0 * torch.log(u[:, :m]))
         phi = (2 * math.pi) * u[:, m:]
         z = torch.cat([r * torch.cos(phi), r * torch.sin(phi)], 1)[:, :n]
         return z.reshape(like.shape).to(like.dtype)
+
+    def uniform(self, step: int, shape: Sequence[int], draw: int = 0, device: Any = "cpu") -> Tensor:
+        """Float64 uniforms in (0, 1) of shape ``(len(seeds), *shape)``, one row per seed, a pure
+        function of ``(seeds[b], step, draw)`` and the element index (the discrete samplers'
+        randomness: Gumbel and Bernoulli draws in float64)."""
+        n = math.prod(shape)
+        return self._uniforms(step, draw, n, torch.device(device)).reshape(len(self.seeds), *shape)
+
+    def _uniforms(self, step: int, draw: int, n: int, device: torch.device) -> Tensor:
+        """(B, n) float64 uniforms in (0, 1) with 53-bit resolution."""
+        base = _mix(_mix(self._keys_on(device) ^ _signed(step + 1)) ^ _signed(draw + 7))  # (B,)
+        j = torch.arange(n, dtype=torch.int64, device=device) * _GOLDEN
+        bits = _mix(base[:, None] ^ j[None, :])  # (B, n)
+        return (_srl(bits, 11).to(torch.float64) + 0.5) * 2.0**-53
 
     @classmethod
     def initial(cls, seeds: Sequence[int], shape: Sequence[int], dtype=torch.float64, device="cpu") -> Tensor:
