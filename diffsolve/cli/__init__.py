@@ -24,7 +24,7 @@ import os
 import sys
 import warnings
 
-from . import bench, inverse, sample, train, train_text
+from . import bench, generate, inverse, sample, train, train_text
 from .args import Parser, command_line
 
 __all__ = ["main", "build_parser", "DIFFSOLVE_ERRORS"]
@@ -32,7 +32,8 @@ __all__ = ["main", "build_parser", "DIFFSOLVE_ERRORS"]
 #: exceptions that carry a message for the user (exit status 2); any other is unexpected (1)
 DIFFSOLVE_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, KeyError, RuntimeError)
 
-_ADD_COMMANDS = (sample.add_parsers, bench.add_parser, train.add_parser, train_text.add_parser, inverse.add_parsers)
+_ADD_COMMANDS = (sample.add_parsers, bench.add_parser, train.add_parser, train_text.add_parser, inverse.add_parsers,
+                 generate.add_parsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
