@@ -309,11 +309,11 @@ class MarkovChain(TokenDenoiser):
         out = torch.empty(num, length, dtype=torch.long)
         if num == 0 or length == 0:
             return out
-        u = src.uniform(0, (length,))
+        u = src.uniform(0, (length,)).T.contiguous()  # (length, num)
         cdf = self._cdfs()
         prev = torch.full((num,), self.vocab_size, dtype=torch.long)  # row V: the initial law
         for k in range(length):
-            prev = torch.searchsorted(cdf[prev], u[:, k: k + 1], right=True)[:, 0].clamp_max(self.vocab_size - 1)
+            prev = torch.searchsorted(cdf[prev], u[k].unsqueeze(1), right=True)[:, 0].clamp_max(self.vocab_size - 1)
             out[:, k] = prev
         return out
 
@@ -388,9 +388,11 @@ class MarkovChain(TokenDenoiser):
         * ``bigram_kl``: :meth:`bigram_kl`; ``unigram_kl`` the same for single tokens (vs the
           positions' average marginal). Both are >= 0 and biased upward by sampling noise:
           for N independent draws over K outcomes, E[KL] ≈ (K - 1) / (2N), given as
-          ``bigram_kl_noise`` / ``unigram_kl_noise`` (N = the number of bigrams / tokens; the
-          positions inside one sequence are correlated, so this is an order of magnitude, not
-          a bound). A KL well above its noise level is bias.
+          ``bigram_kl_noise`` / ``unigram_kl_noise`` (N = the number of bigrams / tokens). It is
+          a scale, not a bound: the positions inside one sequence are correlated, and outcomes
+          with expected counts far below 1 add less than 1/(2N) each (e.g. 256 exact Shakespeare
+          samples of length 256: bigram KL ~0.011 against a noise scale of 0.040). Compare KLs
+          at the same n and L; one well above an exact sampler's is bias.
         """
         x = self._check_clean(samples, "samples")
         n, L = x.shape
