@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from ..denoisers import Denoiser
-from .checkpoint import SHIPPED, WEIGHTS_DIR, load, shipped_models
+from .checkpoint import SHIPPED, WEIGHTS_DIR, load, shipped_models, shipped_text_models
 from .gmm import BUILTINS, builtin
 
 __all__ = ["load_model", "is_model_name", "accepted_models"]
@@ -29,8 +29,10 @@ def accepted_models() -> str:
     >>> accepted_models()  # doctest: +ELLIPSIS
     'exact mixtures gmm-2d, gmm-64, gmm-3072; shipped models digits, ...; or a checkpoint path (.json, .safetensors or a run directory)'
     """
-    return (f"exact mixtures {', '.join(BUILTINS)}; shipped models {', '.join(shipped_models()) or '(none present)'}; "
-            "or a checkpoint path (.json, .safetensors or a run directory)")
+    text = shipped_text_models()
+    text_part = f"; shipped text models {', '.join(text)}" if text else ""
+    return (f"exact mixtures {', '.join(BUILTINS)}; shipped models {', '.join(shipped_models()) or '(none present)'}"
+            f"{text_part}; or a checkpoint path (.json, .safetensors or a run directory)")
 
 
 def is_model_name(name: str) -> bool:
@@ -44,6 +46,10 @@ def is_model_name(name: str) -> bool:
         return False
     if name in BUILTINS or name in SHIPPED:
         return True
+    from ..discrete.models import TEXT_SHIPPED
+
+    if name in TEXT_SHIPPED:  # a text model (diffsolve train-text); load says how to train it when absent
+        return True
     if os.sep in name or os.path.exists(name):  # a checkpoint path: the prefix, .json, .safetensors or a directory
         return any(os.path.exists(p) for p in (name, name + ".json"))
     return os.path.exists(os.path.join(WEIGHTS_DIR, name + ".json"))  # exported with ``diffsolve train --export-name``
@@ -54,6 +60,9 @@ def load_model(name: str) -> Denoiser:
     (``gmm-2d``, ``gmm-64``, ``gmm-3072``), or a trained model loaded with
     :func:`~diffsolve.models.checkpoint.load` (a shipped name such as ``mnist`` or ``digits``, or a
     checkpoint path). Unknown names are refused with both kinds listed (see the module example).
+    A text model (``shakespeare``, ``shakespeare-ar`` or a text run directory) comes back as a
+    :class:`~diffsolve.discrete.models.MaskedTextModel` or
+    :class:`~diffsolve.discrete.models.ARTextModel`, not a Denoiser.
     """
     if not isinstance(name, str):
         raise TypeError(f"model must be a name or a checkpoint path (str), got {type(name).__name__}")

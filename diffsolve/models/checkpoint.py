@@ -51,7 +51,8 @@ from ..paths import DiscreteVPPath, Path, get_path
 from .checkpoint_files import (build_checked_net, check_meta, check_weights, check_weights_dtype, complete_arch_kwargs,
                                read_json, read_weights)
 
-__all__ = ["save", "load", "locate", "TrainedDenoiser", "SHIPPED", "WEIGHTS_DIR", "shipped_models", "FORMAT"]
+__all__ = ["save", "load", "locate", "TrainedDenoiser", "SHIPPED", "WEIGHTS_DIR", "shipped_models", "FORMAT",
+           "shipped_text_models"]
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 FORMAT = "diffsolve-checkpoint/1"
@@ -62,6 +63,14 @@ SHIPPED = ("digits", "mnist", "moons", "rings", "checker")
 def shipped_models() -> list[str]:
     """Names of the shipped models whose weights are present."""
     return [n for n in SHIPPED if os.path.exists(os.path.join(WEIGHTS_DIR, n + ".json"))]
+
+
+def shipped_text_models() -> list[str]:
+    """Names of the shipped text models (:mod:`diffsolve.discrete.models`, loaded by :func:`load`
+    as well) whose weights are present."""
+    from ..discrete.models import shipped_text_models as present
+
+    return present()
 
 
 class TrainedDenoiser(NetworkDenoiser):
@@ -193,6 +202,11 @@ def _resolve(name_or_path: str) -> str:
         if name_or_path in SHIPPED:
             raise FileNotFoundError(f"shipped model {name_or_path!r} has no weights in {WEIGHTS_DIR}; "
                                     f"train it with: diffsolve train --preset {name_or_path} --export")
+        from ..discrete.models import TEXT_SHIPPED
+
+        if name_or_path in TEXT_SHIPPED:
+            raise FileNotFoundError(f"shipped text model {name_or_path!r} has no weights in {WEIGHTS_DIR}; "
+                                    f"train it with: diffsolve train-text --preset {name_or_path} --export")
         raise ValueError(f"unknown model {name_or_path!r}; accepted: {', '.join(shipped_models())}, "
                          "a checkpoint path (.json/.safetensors or a directory), or a diffusers UNet2DModel")
     p = name_or_path
@@ -251,7 +265,12 @@ def load(model: Any, scheduler: Any = None, *, device: str | torch.device = "cpu
     """A ready Denoiser from a shipped name (``"mnist"``, ``"digits"``, ``"moons"``, ``"rings"``,
     ``"checker"``), a checkpoint path, or a diffusers ``UNet2DModel`` (object or directory) with
     its ``scheduler`` (object, config dict or directory; default: the ``scheduler`` sub-folder or
-    the model directory itself, else DDPM linear betas with epsilon prediction)."""
+    the model directory itself, else DDPM linear betas with epsilon prediction).
+
+    A text checkpoint (``format`` ``"diffsolve-text/1"``: the shipped ``"shakespeare"`` and
+    ``"shakespeare-ar"``, or a ``diffsolve train-text`` run directory) is loaded with
+    :func:`diffsolve.discrete.models.load_text_model` on ``device`` (the other arguments do not
+    apply to it)."""
     if isinstance(model, nn.Module) or _is_diffusers_dir(model):
         return _load_diffusers(model, scheduler, device=device, net_dtype=net_dtype,
                                allow_extrapolation=allow_extrapolation)
@@ -259,6 +278,10 @@ def load(model: Any, scheduler: Any = None, *, device: str | torch.device = "cpu
         raise TypeError(f"load expects a model name, a path or a diffusers UNet2DModel, got {type(model).__name__}")
     meta_path = _resolve(model)
     meta = read_json(meta_path)
+    if isinstance(meta, dict) and isinstance(meta.get("format"), str) and meta["format"].startswith("diffsolve-text/"):
+        from ..discrete.models import load_text_model  # a text model (diffsolve train-text): its own loader
+
+        return load_text_model(meta_path, device=device)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{meta_path} is not a diffsolve checkpoint (format {found!r}, expected {FORMAT!r})")
