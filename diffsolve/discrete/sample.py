@@ -115,4 +115,5 @@ def sample_tokens(model: TokenDenoiser, num: int, length: int, sampler: str | Sa
             "per_sample_nfe": rc.double().mean().item(), "cache": counted.cache, "skipped_rows": counted.skipped,
             "tokens_per_call": committed / num / max(rc.double().mean().item(), 1e-300) if counted.calls else 0.0,
             "exact": smp.exact, "seconds": time.time() - t0}
+    info.update(state.get("info", {}))
     return TokenResult(tokens=x, nfe=counted.calls, info=info)
