@@ -260,3 +260,22 @@ def test_dps_guidance_matches_algorithm_1_on_its_own_chain():
         ours = (s[i] ** 2 - s[i - 1] ** 2) * N_REF / beta_of_s(float(s[i]))
         alg1 = 1 / (abar[i] * abar[i - 1]).sqrt()
         assert float(ours / alg1) == pytest.approx(1.0, abs=0.01), i
+
+
+def test_ddrm_grid_is_linear_from_s_max_by_default():
+    """DDRM's default grid: nfe + 1 levels evenly spaced in s from s_max (2.0) to 0, one call per
+    step (the measured reason is in DDRM's docstring); the Karras grid stays available."""
+    from diffsolve.inverse.methods import get_method
+
+    m = get_method("ddrm")
+    assert (m.eta, m.eta_b, m.schedule, m.s_max) == (0.85, 1.0, "linear", 2.0)
+    g = diffsolve.exact_model("gmm-2d")
+    assert m.grid(4, g).tolist() == [2.0, 1.5, 1.0, 0.5, 0.0]
+    assert get_method("ddrm", s_max=8.0).grid(2, g).tolist() == [8.0, 4.0, 0.0]
+    k = get_method("ddrm", schedule="karras").grid(4, g)
+    assert k.numel() == 5 and float(k[0]) > 2.0 and float(k[-1]) == 0.0
+    with pytest.raises(ValueError, match="s_max"):
+        get_method("ddrm", s_max=0.0)
+    A = LinearOperator(torch.tensor([[1.0, 0.0]], dtype=F64), (2,))
+    res = solve_inverse(g, A, torch.tensor([[0.7]], dtype=F64), 0.05, method="ddrm", nfe=7, num=3)
+    assert res.nfe == 7 and res.info["schedule"] == "linear"

@@ -99,7 +99,41 @@ class DDRM(InverseMethod):
       coordinates, in [0, 1];
     * ``eta_b`` (default 1.0): the weight of the measurement on coordinates measured more
       precisely than the level, in [0, 1];
-    * ``schedule`` (default ``"karras"``): the grid of levels (any of ``diffsolve.schedules``).
+    * ``schedule`` (default ``"linear"``): the grid of levels: ``"linear"``, ``nfe + 1`` levels
+      evenly spaced in s from ``s_max`` down to 0 [DDRM Sec. 4 / App.: the paper's grid is
+      uniform in the DDPM timestep, a skip of 1000 / steps], or any of ``diffsolve.schedules``
+      (from the prior's trained range);
+    * ``s_max`` (default 2.0, in the prior's data units): where the linear grid starts, the
+      first level s_0 of [DDRM Eq. 7]. 2.0 is the full width of data in [-1, 1] (the shipped
+      image models), and deepinv's ``linspace(1, 0)`` in its [0, 1] units.
+
+    Why these defaults (MNIST, the shipped unconditional prior, the first 32 test images, seeds
+    0-31, sigma_y = 0.05 in [0, 1] units, 20 NFE; PSNR in dB):
+
+    ================================  ======  =====  =====  =====  =======
+    grid, eta                         random  box    sr4    blur   denoise
+    ================================  ======  =====  =====  =====  =======
+    karras 80 -> 0.002, 0.85 (old)    14.53   14.00  13.59  22.55  -
+    paper's (uniform DDPM t), 0.85    15.59   14.46  14.08  22.82  -
+    **linear 2 -> 0, 0.85**           16.85   14.85  14.98  22.92  36.06
+    linear 2 -> 0, 1.0                18.66   16.05  15.81  22.48  -
+    linear 2 -> 0, 0.5 / 0.0          14.14 / 12.83 (random), 22.28 / 21.91 (blur)
+    ================================  ======  =====  =====  =====  =======
+
+    The Karras grid spends half its 20 calls above s = 2, where the network returns little more
+    than the data mean, and ends at 0.002, so the step into 0 returns a near-noiseless sample
+    (that step returns ``D(y, s_N-1)``, see above); the linear grid spends every call where the
+    measurement and the prior interact and ends at s = 0.1.  On the exact mixtures the linear
+    grid also lowers DDRM's bias (gmm-64, sigma_y = 0.1: mode-weight TV 0.62 -> 0.40 at 20 NFE,
+    0.375 -> 0.12 at 100; gmm-2d noisy 0.19 -> 0.11; noiseless gmm-2d 0.236 -> 0.249).
+    ``eta = 1`` (the unmeasured part re-drawn whole at every step) scores higher PSNR but is not
+    the default: it is closer to a posterior mean than a sample (on an isotropic Gaussian prior
+    its null-space variance is 0.45 of the truth at 50 NFE, against 0.69 at 0.85).
+    deepinv's DDRM (0.5.0) on the same prior and grid scores 17.60 / 15.82 / 15.70 / 23.13 at 20
+    NFE: it draws all its noise with std ``eta s / sqrt(2)`` while telling the network s (not in
+    the paper); ours with that factor and eta = 0.85 scores 17.83 / 15.68 / 15.65 / 23.33, so the
+    grid and that factor are the whole difference between the two.  The factor is not adopted:
+    the state would hold less noise than the level the network is told.
     """
 
     name = "ddrm"
@@ -107,17 +141,24 @@ class DDRM(InverseMethod):
     cost = "1 network call per step"
     needs = ("svd",)
 
-    def __init__(self, eta: float = 0.85, eta_b: float = 1.0, schedule: str = "karras"):
+    def __init__(self, eta: float = 0.85, eta_b: float = 1.0, schedule: str = "linear", s_max: float = 2.0):
         self.eta = check_number("ddrm", "eta", eta, 0, 1)
         self.eta_b = check_number("ddrm", "eta_b", eta_b, 0, 1)
-        self.schedule = check_choice("ddrm", "schedule", schedule, tuple(SCHEDULES))
+        self.schedule = check_choice("ddrm", "schedule", schedule, ("linear", *SCHEDULES))
+        self.s_max = check_number("ddrm", "s_max", s_max, 0, low_open=True)
+
+    def grid(self, nfe: int, prior) -> Tensor:
+        """The ``nfe + 1`` levels of the chain (the last is 0; one network call per step)."""
+        if self.schedule == "linear":
+            return torch.linspace(self.s_max, 0.0, nfe + 1, dtype=torch.float64)
+        return make_schedule(self.schedule, nfe, path=getattr(prior, "path", None))
 
     def run(self, prior, problem, noise, *, nfe, seeds, cond, progress=False):
         op = problem.operator
         sp = Spectral(op.require_svd(self.name), op.in_shape)
         step = DDRMStep(sp, sp.ybar(problem.y.to(noise.dtype)), problem.sigma_y, self.eta, self.eta_b)
-        grid = make_schedule(self.schedule, nfe, path=getattr(prior, "path", None))  # 1 call per step
+        grid = self.grid(nfe, prior)
         res = sample(prior, noise, solver=step, nfe=nfe, schedule=grid, seeds=seeds, cond=cond,
                      y_start=step.start(noise, float(grid[0])), progress=progress)
-        res.info.update(eta=self.eta, eta_b=self.eta_b)
+        res.info.update(eta=self.eta, eta_b=self.eta_b, schedule=self.schedule)
         return res
