@@ -85,7 +85,7 @@ def sample_tokens(model: TokenDenoiser, num: int, length: int, sampler: str | Sa
     counted = CountedTokenDenoiser(model, cache=cache)
     noise = NoiseSource(seeds)
     state: dict[str, Any] = {"mask_id": model.mask_id}
-    if steps:
+    if free_count:
         smp.start(state, x, free, steps)
     bar = None
     if progress:

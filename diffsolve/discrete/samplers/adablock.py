@@ -107,11 +107,9 @@ class AdaBlock(_Parallel):
         return start + size
 
     def step(self, ctx: StepIn) -> Tensor:
-        if "block_end" not in ctx.state:  # the driver calls start() only when steps is not None
-            self.start(ctx.state, ctx.x, ctx.free, ctx.steps)
         p = ctx.probs()
         b, n, v = p.shape
-        tokens = draw_tokens(p, ctx.uniform((n, v)), self.temperature)
+        tokens = draw_tokens(p, ctx.uniform((n,)), self.temperature)
         todo = ctx.masked & ctx.free
         if ctx.steps is not None and ctx.i >= ctx.steps - 1:
             return torch.where(todo, tokens, ctx.x)  # the cap is reached: commit every remaining position

@@ -52,7 +52,7 @@ class Ancestral(Sampler):
         b, n = ctx.x.shape
         commit = todo & (ctx.uniform((n,), draw=1) < prob)
         p = ctx.probs()  # with the no-change cache, a call at an unchanged sequence is not made
-        tokens = draw_tokens(p, ctx.uniform((n, p.shape[-1]), draw=0), self.temperature)
+        tokens = draw_tokens(p, ctx.uniform((n,), draw=0), self.temperature)
         return torch.where(commit, tokens, ctx.x)
 
 

@@ -56,15 +56,21 @@ class StepIn:
 
 
 def draw_tokens(p: Tensor, u: Tensor, temperature: float = 1.0) -> Tensor:
-    """Tokens (B, L) drawn from ``p`` (B, L, V) by the Gumbel-max trick in float64 with uniforms
-    ``u`` (B, L, V) [Gumbel 1954]; ``temperature`` 0 is the argmax, t scales the log-probabilities
-    by 1/t (float32 Gumbel noise truncates the tail and flatters low-diversity decoders; here every
-    draw is float64)."""
-    logp = torch.log(p.double())
+    """Tokens (B, L) drawn from ``p`` (B, L, V) by inverting each position's float64 CDF at the
+    uniforms ``u`` (B, L) [Zheng et al. 2024, Sec. 5: float32 categorical sampling truncates the
+    tail and lowers the samples' entropy, which flatters low-diversity decoders; every draw here
+    is float64]. ``temperature`` 0 is the argmax; t rescales to ``p^(1/t)`` renormalised. A token
+    of probability 0 is never drawn."""
+    p = p.double()
     if temperature == 0:
-        return logp.argmax(-1)
-    g = -torch.log(-torch.log(u))
-    return (logp / temperature + g).argmax(-1)
+        return p.argmax(-1)
+    if temperature != 1:
+        logp = torch.log(p) / temperature
+        p = torch.softmax(logp, -1)
+    cdf = p.cumsum(-1)
+    cdf = cdf / cdf[..., -1:]
+    tok = torch.searchsorted(cdf, u.double()[..., None].contiguous(), right=True).squeeze(-1)
+    return tok.clamp_max(p.shape[-1] - 1)
 
 
 SCORES = ("confidence", "margin", "entropy")

@@ -98,7 +98,7 @@ class Confidence(Sampler):
             return ctx.x
         p = ctx.probs()
         b, n = ctx.x.shape
-        tokens = draw_tokens(p, ctx.uniform((n, p.shape[-1])), self.temperature)
+        tokens = draw_tokens(p, ctx.uniform((n,)), self.temperature)
         commit = top_k_mask(confidence_score(p, tokens, self.score), self.allowed(ctx), k)
         return torch.where(commit, tokens, ctx.x)
 

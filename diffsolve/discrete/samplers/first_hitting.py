@@ -46,5 +46,5 @@ class FirstHitting(Sampler):
         key = torch.where(todo, ctx.uniform((n,), draw=1), torch.tensor(-1.0, dtype=torch.float64))
         pick = torch.nn.functional.one_hot(key.argmax(1), n).bool() & todo
         p = ctx.probs()
-        tokens = draw_tokens(p, ctx.uniform((n, p.shape[-1]), draw=0), self.temperature)
+        tokens = draw_tokens(p, ctx.uniform((n,), draw=0), self.temperature)
         return torch.where(pick, tokens, ctx.x)

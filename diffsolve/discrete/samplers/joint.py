@@ -101,7 +101,7 @@ class Joint(Sampler):
         K = self.candidates
         todo = ctx.masked & ctx.free
         logq_all = torch.log_softmax(torch.log(p) / self.temperature, dim=-1)  # the proposal's per-position law
-        cands = torch.stack([torch.where(todo, draw_tokens(p, ctx.uniform((n, v), draw=2 + j), self.temperature),
+        cands = torch.stack([torch.where(todo, draw_tokens(p, ctx.uniform((n,), draw=2 + j), self.temperature),
                                          ctx.x) for j in range(K)], 1)  # (B, K, L)
         logq = torch.where(todo[:, None, :], logq_all[:, None].expand(b, K, n, v).gather(
             -1, cands.clamp_max(v - 1)[..., None]).squeeze(-1), torch.zeros((), dtype=torch.float64)).sum(-1)

@@ -93,7 +93,7 @@ class _Parallel(Sampler):
     def step(self, ctx: StepIn) -> Tensor:
         p = ctx.probs()
         n, v = p.shape[1], p.shape[2]
-        tokens = draw_tokens(p, ctx.uniform((n, v)), self.temperature)
+        tokens = draw_tokens(p, ctx.uniform((n,)), self.temperature)
         todo = ctx.masked & ctx.free
         if ctx.steps is not None and ctx.i >= ctx.steps - 1:
             commit = todo  # the cap is reached: commit every remaining position

@@ -81,7 +81,7 @@ class Remask(Sampler):
             return ctx.x  # nothing to commit (nfe > tokens): no call, nothing remasked
         p = ctx.probs()
         b, n, v = p.shape
-        tokens = draw_tokens(p, ctx.uniform((n, v)), self.temperature)
+        tokens = draw_tokens(p, ctx.uniform((n,)), self.temperature)
         todo = ctx.masked & ctx.free
         committed = ctx.free & ~ctx.masked
         if ctx.i < ctx.steps - self.final_steps:
