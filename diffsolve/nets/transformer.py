@@ -56,6 +56,10 @@ class CharTransformer(nn.Module):
         self.vocab_size, self.max_len, self.causal = int(vocab_size), int(max_len), bool(causal)
         self.tok = nn.Embedding(vocab_size + 1, dim)
         self.pos = nn.Parameter(torch.zeros(max_len, dim))
+        # token and position embeddings on the same scale: with torch's default N(0, 1) token
+        # embeddings a 0.02 position signal is drowned, and a bidirectional model (which has no
+        # causal mask to tell order) learns nothing beyond unigram statistics for hundreds of steps
+        nn.init.normal_(self.tok.weight, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList(_Block(dim, heads, causal) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
