@@ -57,7 +57,7 @@ class TextTrainConfig:
     heads: int = 4
     seq_len: int = 256
     batch_size: int = 32
-    steps: int = 1500
+    steps: int = 1300
     lr: float = 2e-3
     min_lr_frac: float = 0.05
     warmup: int = 100
