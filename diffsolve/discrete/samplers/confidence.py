@@ -12,7 +12,7 @@ Semi-autoregressive blocks [LLaDA Sec. 2.4; SDAR; Arriola et al. (BD3-LM)]: with
 equally among blocks; only the current block's tokens may be committed.
 
 Tokens are drawn at ``temperature`` (1: the model's distribution, 0: argmax) with float64
-Gumbel noise; confidence decoding at temperature 1 still favours likely tokens through the
+inverse-CDF draws; confidence decoding at temperature 1 still favours likely tokens through the
 choice of positions, so it is biased, and the bias grows with tokens per call (measured in the
 benchmark).
 """

@@ -10,7 +10,7 @@ sequence log-probability ``log p(x0)``) the energy is ``E = -log p(x0) + log q(x
 [EDLM Sec. 3.2, AR energy], and sampling uses importance sampling with ``q`` as the proposal
 [EDLM Sec. 4, Alg. 1]:
 
-    x^(k) ~ q(. | x_t),   k = 1..K              (all masked positions, float64 Gumbel, draws 2..K+1)
+    x^(k) ~ q(. | x_t),   k = 1..K              (all masked positions, float64 inverse-CDF draws, uniforms 2..K+1)
     log w_k = log p(x^(k)) - sum_{i masked} log q(x^(k)_i | x_t)                   [EDLM Sec. 4]
     k* ~ softmax(log w)                          (one float64 uniform per row, draw 1)
 

@@ -16,7 +16,7 @@ Both are adaptive (``budget = "adaptive"``): they run until every position is co
 ``nfe`` is a cap (None: no cap); at the cap's last step every remaining position is committed.
 With ``block_size`` they decode semi-autoregressively [Fast-dLLM Sec. 3.1; LLaDA Sec. 2.4]:
 each row works only in the leftmost block that still holds masked free positions. Tokens are
-drawn at ``temperature`` with float64 Gumbel noise (default 1, the model's law, as the other
+drawn at ``temperature`` by float64 inverse-CDF draws (default 1, the model's law, as the other
 samplers here; Fast-dLLM's experiments decode greedily, ``temperature=0``).
 
 The helpers :func:`threshold_commit`, :func:`factor_commit` and :func:`leftmost_block` are
