@@ -1,11 +1,13 @@
 """Network calls counted at the model, and the no-change cache.
 
 :class:`CountedTokenDenoiser` wraps the model for one run: ``calls`` counts network
-evaluations (one per batched call that evaluates at least one row), ``row_calls`` counts them
-per sample. With ``cache=True`` and a time-free model [RADD Sec. 3.2], a row whose tokens are
-the same as at its last evaluation is not evaluated again: its probabilities are reused, which
-changes nothing in the samples (the model is a function of the tokens alone) and saves the
-calls of the steps at which a sampler committed nothing (MDLM's caching [MDLM Sec. 4.3]).
+evaluations (one per batched call that evaluates at least one row, times the model's
+``evals_per_call``: 2 for a guided model that evaluates two networks, 1 by default),
+``row_calls`` counts them per sample. With ``cache=True`` and a time-free model [RADD Sec.
+3.2], a row whose tokens are the same as at its last evaluation is not evaluated again: its
+probabilities are reused, which changes nothing in the samples (the model is a function of
+the tokens alone) and saves the calls of the steps at which a sampler committed nothing
+(MDLM's caching [MDLM Sec. 4.3]).
 
     >>> import torch
     >>> from diffsolve.discrete.base import TokenDenoiser
@@ -39,6 +41,7 @@ class CountedTokenDenoiser(TokenDenoiserWrapper):
         if not isinstance(cache, bool):
             raise TypeError(f"cache must be True or False, got {cache!r}")
         self.cache = cache and bool(inner.time_free)
+        self.evals = int(getattr(inner, "evals_per_call", 1))  # network evaluations per call of inner
         self.calls = 0
         self.row_calls: Tensor | None = None
         self.skipped = 0  # rows served from the cache
@@ -59,11 +62,11 @@ class CountedTokenDenoiser(TokenDenoiserWrapper):
             p = self._p.clone()
             p[rows] = self._checked(self.inner.probs(x[rows], t), x[rows])
             self.skipped += b - rows.numel()
-            self.row_calls[rows.cpu()] += 1
+            self.row_calls[rows.cpu()] += self.evals
         else:
             p = self._checked(self.inner.probs(x, t), x)
-            self.row_calls += 1
-        self.calls += 1
+            self.row_calls += self.evals
+        self.calls += self.evals
         if self.cache:
             self._x, self._p = x.clone(), p
         return p
