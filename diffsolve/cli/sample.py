@@ -22,10 +22,10 @@ from ..plots import save_samples
 from ..sample import sample
 from ..solvers import SOLVERS, NFEError, NoiseSource, get_solver, list_solvers
 from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, finite_float, model_name, nfe_arg, nonneg_float,
-                   nonneg_int, output_file, path_name, positive_float, sample_count, schedule_name, seed_arg,
-                   solver_name)
+                   nonneg_int, output_file, path_name, positive_float, positive_int, sample_count, schedule_name,
+                   seed_arg, solver_name)
 
-__all__ = ["add_parsers", "cmd_sample", "cmd_solvers", "quality_lines", "cli_nfe_hint"]
+__all__ = ["add_parsers", "cmd_sample", "cmd_solvers", "quality_lines", "exact_lines", "image_lines", "cli_nfe_hint"]
 
 DEFAULT_NFE = 10
 
@@ -52,10 +52,7 @@ def quality_lines(model: Any, x: Tensor, labels: Tensor | None) -> list[str]:
             r = compare_to_exact(model, x.to(torch.float64))
         except ValueError as e:  # e.g. one sample: the unbiased MMD needs two
             return [f"distances to exact samples not computed: {e}"]
-        return [f"against {r['n']} exact samples (floor: two exact sets of that size):",
-                f"  sliced W2 {r['sliced_w2']:.4g} (floor {r['sliced_w2_floor']:.4g}), "
-                f"MMD^2 {r['mmd']:.3g} (floor {r['mmd_floor']:.3g}), "
-                f"mode-weight TV {r['mode_tv']:.3g} (expected {r['mode_tv_floor']:.3g})"]
+        return exact_lines(r)
     if tuple(x.shape[1:]) != (1, 28, 28):
         return []
     why = data.mnist_missing()  # precision/recall read the MNIST test images; FD and accuracy do not
@@ -63,6 +60,19 @@ def quality_lines(model: Any, x: Tensor, labels: Tensor | None) -> list[str]:
         q = image_quality(x, labels, knn=why is None)
     except ValueError as e:  # e.g. one image: no Frechet distance
         return [f"quality not computed: {e}"]
+    return image_lines(q, why)
+
+
+def exact_lines(r: dict) -> list[str]:
+    """The lines of ``compare_to_exact``'s numbers."""
+    return [f"against {r['n']} exact samples (floor: two exact sets of that size):",
+            f"  sliced W2 {r['sliced_w2']:.4g} (floor {r['sliced_w2_floor']:.4g}), "
+            f"MMD^2 {r['mmd']:.3g} (floor {r['mmd_floor']:.3g}), "
+            f"mode-weight TV {r['mode_tv']:.3g} (expected {r['mode_tv_floor']:.3g})"]
+
+
+def image_lines(q: dict, why: str | None = None) -> list[str]:
+    """The lines of ``image_quality``'s numbers; ``why``: why precision/recall were not computed."""
     if why or "precision" not in q:
         pr = f"  precision/recall not computed: {why or 'they need more than 5 samples'}"
     else:
@@ -133,7 +143,68 @@ def _guided(args: argparse.Namespace, model: Any, labels: Tensor | None) -> tupl
     return CFG(model, scale=args.guidance, interval=(lo, hi)), words
 
 
+#: flags of sharded sampling (``--out-dir``), refused without it
+_SHARD_FLAGS = (("shard_size", "--shard-size"), ("ray", "--ray"), ("ray_cpus", "--ray-cpus"), ("format", "--format"))
+#: run fields (diffsolve.shards.SampleRun) as the flags that set them
+_FIELD_FLAGS = {"labels": "--label", "model_sha256": "--model (its weights' digest)"}
+
+
+def _check_shard_flags(args: argparse.Namespace) -> None:
+    if args.out_dir is None:
+        given = next((flag for key, flag in _SHARD_FLAGS if key in vars(args)), None)
+        if given:
+            raise UsageError(f"argument {given}: only with --out-dir DIR (sharded sampling)")
+        return
+    for key, flag in (("out", "--out"), ("save_tensor", "--save-tensor")):
+        if vars(args).get(key):
+            raise UsageError(f"argument {flag}: not with --out-dir (the samples go to shards in "
+                             f"{args.out_dir}; read them with diffsolve.shards.read_shards)")
+    if "ray_cpus" in vars(args) and vars(args).get("ray") != "local":
+        raise UsageError("argument --ray-cpus: only with --ray local (a running cluster has its own CPUs)")
+
+
+def _sample_shards(args: argparse.Namespace, model: Any, nfe: int | None, tolerances: dict[str, float],
+                   guided: str) -> int:
+    """``diffsolve sample --out-dir DIR``: the run drawn (or resumed) in shards, then its quality
+    numbers streamed over the shards."""
+    from ..metrics.streaming import shard_quality
+    from ..shards import RunMismatch, SampleRun, run_shards
+
+    run = SampleRun(model=args.model, solver=args.solver, nfe=nfe, schedule=args.schedule, path=args.path,
+                    rtol=tolerances.get("rtol"), atol=tolerances.get("atol"), seed=args.seed, num=args.num,
+                    shard_size=vars(args).get("shard_size", 1000),
+                    labels=tuple(args.label) if args.label is not None else None, guidance=args.guidance,
+                    guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+                    format=vars(args).get("format", "safetensors"))
+    log = None if args.quiet else print
+    try:
+        res = run_shards(run, args.out_dir, ray=vars(args).get("ray"), ray_cpus=vars(args).get("ray_cpus"),
+                         progress=not args.quiet, log=log)
+    except RunMismatch as e:
+        flag = _FIELD_FLAGS.get(e.field, "--" + e.field.replace("_", "-"))
+        raise UsageError(f"argument --out-dir: {args.out_dir} holds a run with {flag} {e.old!r}, this command "
+                         f"asks {e.new!r}; resume with the run's settings (see {args.out_dir}/run.json) or "
+                         "write to another --out-dir") from None
+    except NFEError as e:
+        raise NFEError(cli_nfe_hint(str(e))) from None
+    print(f"{args.num} sample{'s' if args.num != 1 else ''} from {args.model} with {args.solver}: "
+          f"{'adaptive' if nfe is None else nfe} NFE{guided}, in {res.total} shard{'s' if res.total != 1 else ''} "
+          f"of {run.shard_size} in {os.path.abspath(args.out_dir)}: {len(res.written)} written now, "
+          f"{len(res.skipped)} already there")
+    if args.metrics:
+        why = data.mnist_missing()
+        try:
+            kind, q = shard_quality(args.out_dir, knn=why is None)
+        except ValueError as e:
+            print(f"quality not computed: {e}")
+            return 0
+        for line in exact_lines(q) if kind == "exact" else image_lines(q, why) if kind == "mnist" else []:
+            print(line)
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    _check_shard_flags(args)
     nfe, tolerances = _nfe_and_tolerances(args)
     try:
         model = load_model(args.model)
@@ -141,6 +212,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"argument --model: {e}") from None
     labels = _labels(args, model)
     den, guided = _guided(args, model, labels)
+    if args.out_dir is not None:
+        if not hasattr(model, "shape"):
+            raise UsageError(f"argument --model: {args.model!r} is not a diffusion/flow model; --out-dir "
+                             "draws continuous samples")
+        return _sample_shards(args, model, nfe, tolerances, guided)
     seeds = list(range(args.seed, args.seed + args.num))
     noise = NoiseSource.initial(seeds, tuple(model.shape))
     cond = {"labels": labels} if labels is not None else {}
@@ -150,6 +226,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except NFEError as e:
         raise NFEError(cli_nfe_hint(str(e))) from None
     x = res.samples.float()
+    args.out = vars(args).get("out", "samples.png")
     if args.out:
         nrow = len(args.label) if args.label and 4 <= len(args.label) <= 16 and args.num % len(args.label) == 0 else None
         save_samples(x, args.out, nrow=nrow,
@@ -190,8 +267,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-metrics", dest="metrics", action="store_false",
                    help="do not print the quality numbers (exact mixtures: distances to exact samples; "
                         "MNIST-shaped models: class accuracy, FD, precision/recall)")
-    p.add_argument("--out", default="samples.png", type=output_file(IMAGE_EXTENSIONS, allow_empty=True),
-                   help="picture to write (scatter for 2-D, grid for images); '' writes none")
+    p.add_argument("--out", default=argparse.SUPPRESS, type=output_file(IMAGE_EXTENSIONS, allow_empty=True),
+                   help="picture to write (scatter for 2-D, grid for images; default samples.png); '' writes none")
     p.add_argument("--save-tensor", default=None, type=output_file((".pt", ".pth")), help="also save the samples (.pt)")
+    g = p.add_argument_group("sampling at scale (docs/sampling-at-scale.md)")
+    g.add_argument("--out-dir", default=None, type=_out_dir, metavar="DIR",
+                   help="write the samples in shards named by seed range (resumes a run there: only missing "
+                        "shards are drawn); no picture")
+    g.add_argument("--shard-size", type=positive_int, default=argparse.SUPPRESS,
+                   help="samples a shard (default 1000)")
+    g.add_argument("--format", choices=("safetensors", "png"), default=argparse.SUPPRESS,
+                   help="shard files: one .safetensors (samples, labels, seeds; default) or a folder of PNGs")
+    g.add_argument("--ray", default=argparse.SUPPRESS, metavar="local|ADDRESS",
+                   help="draw the shards on Ray: 'local' starts a cluster here, else HOST:PORT of a running one")
+    g.add_argument("--ray-cpus", type=positive_int, default=argparse.SUPPRESS, help="CPUs of a --ray local cluster")
     add_quiet(p, "no progress bar")
     p.set_defaults(func=cmd_sample)
+
+
+def _out_dir(text: str) -> str:
+    """A run directory: an existing directory or one that can be made (its parent exists)."""
+    if not text:
+        raise argparse.ArgumentTypeError("'' is not a directory name")
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{text!r}: its parent directory {parent!r} does not exist")
+    return text
