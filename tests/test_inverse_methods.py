@@ -279,3 +279,40 @@ def test_ddrm_grid_is_linear_from_s_max_by_default():
     A = LinearOperator(torch.tensor([[1.0, 0.0]], dtype=F64), (2,))
     res = solve_inverse(g, A, torch.tensor([[0.7]], dtype=F64), 0.05, method="ddrm", nfe=7, num=3)
     assert res.nfe == 7 and res.info["schedule"] == "linear"
+
+
+def test_default_method_resolves_per_operator_family(gmm, problem):
+    """solve_inverse's default is "auto": one row of DEFAULT_METHODS per operator family (the
+    measurements that chose each are in diffsolve/inverse/methods/auto.py); an explicit method
+    is run as named; options given with "auto" reach the method it resolves to."""
+    from diffsolve.inverse import DEFAULT_METHOD, Denoising, GaussianBlur, Inpainting, SuperResolution
+    from diffsolve.inverse.methods.auto import DEFAULT_METHODS, resolve_default
+
+    assert DEFAULT_METHOD == "auto" and set(DEFAULT_METHODS) == {"inpainting", "super-resolution", "deblurring",
+                                                                 "denoising", "default"}
+    ops = {"inpainting": Inpainting(torch.tensor([1, 0])), "super-resolution": SuperResolution(2, (1, 4, 4)),
+           "deblurring": GaussianBlur(1.0, 3, (1, 4, 4)), "denoising": Denoising((2,)), "default": problem[0]}
+    for fam, op in ops.items():
+        got = resolve_default(op)
+        assert got == (fam, *DEFAULT_METHODS[fam]), (fam, got)
+    assert resolve_default(ForwardOnly(torch.tensor([[1.0, 0.5]], dtype=F64)))[:2] == ("default", "dps")
+    # the table's rule, reported; the same samples as the resolved method with the table's options
+    A, y = problem
+    res = solve_inverse(gmm, A, y, sigma_y=0.05, nfe=10, num=3)
+    name, opts = DEFAULT_METHODS["default"]
+    ref = solve_inverse(gmm, A, y, sigma_y=0.05, method=name, nfe=10, num=3, **opts)
+    assert res.info["method"] == name and res.info["auto"] == f"default -> {name}"
+    assert torch.equal(res.samples, ref.samples) and res.nfe == ref.nfe == 10
+    mask = ops["inpainting"]
+    ym = torch.tensor([[0.3]], dtype=F64)
+    name, opts = DEFAULT_METHODS["inpainting"]
+    res = solve_inverse(gmm, mask, ym, sigma_y=0.05, nfe=10, num=3)
+    ref = solve_inverse(gmm, mask, ym, sigma_y=0.05, method=name, nfe=10, num=3, **opts)
+    assert res.info["auto"] == f"inpainting -> {name}" and res.info["method_options"] == opts
+    assert torch.equal(res.samples, ref.samples)
+    # explicit choices are unchanged: method="dps" is DPS at its own defaults
+    plain = solve_inverse(gmm, mask, ym, sigma_y=0.05, method="dps", nfe=10, num=3)
+    assert plain.info["method"] == "dps" and "auto" not in plain.info
+    # options given with "auto" go to the resolved method (solver_options merged key by key)
+    res = solve_inverse(gmm, mask, ym, sigma_y=0.05, nfe=10, num=3, solver_options={"s_max": 10.0})
+    assert res.info["method_options"]["solver_options"] == {**opts.get("solver_options", {}), "s_max": 10.0}

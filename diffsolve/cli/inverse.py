@@ -152,7 +152,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the prior (the shipped MNIST EDM model)")
     p.add_argument("--task", default="inpaint-box", type=name_in("task", MNIST_TASKS))
     p.add_argument("--method", default=DEFAULT_METHOD, type=name_in("method", (*sorted(METHODS), *PEERS)),
-                   help=f"a posterior sampler of diffsolve.inverse.methods() (default {DEFAULT_METHOD}), or "
+                   help=f"a posterior sampler of diffsolve.inverse.methods() (default {DEFAULT_METHOD}: "
+                        "one measured choice per task's operator family, "
+                        "diffsolve.inverse.methods.auto.DEFAULT_METHODS), or "
                         f"{', '.join(PEERS)} (the peer, needs deepinv)")
     p.add_argument("--nfe", type=nfe_budget, default=20, help="network calls per sample (a VJP counts as one)")
     p.add_argument("--num", type=int_range(1, _MAX_NUM, " test images"), default=16,

@@ -16,11 +16,13 @@ from .problem import Problem
 
 __all__ = ["solve_inverse", "DEFAULT_METHOD"]
 
-#: the method used when none is named: DPS needs only forward/adjoint (any operator) and was the
-#: best of ours at 20 NFE on MNIST with 70% of the pixels missing at random (sigma_y 0.05 in [0, 1]
-#: units, unconditional prior; test images 100-163, not those the defaults were tuned on): PSNR
-#: 19.2 dB, the shipped classifier recognising 95.3% (PiGDM 17.6 dB / 90.6%, DiffPIR lower)
-DEFAULT_METHOD = "dps"
+#: the method used when none is named: ``"auto"``, one measured choice per operator family
+#: (``diffsolve.inverse.methods.auto.DEFAULT_METHODS``: DPS ending at s = 0.1 for inpainting,
+#: PiGDM (ddpm, ending at 0.1) for super-resolution, DDRM for deblurring and denoising, DPS for
+#: dense and unknown operators; chosen by PSNR at 20 NFE on MNIST, numbers there);
+#: ``res.info["method"]`` names the method it ran and ``res.info["auto"]`` the rule
+#: ("inpainting -> dps").  It was ``"dps"`` for every operator before.
+DEFAULT_METHOD = "auto"
 
 
 def solve_inverse(prior: Denoiser, operator: Operator, y: Tensor, sigma_y: float, method: str | InverseMethod = DEFAULT_METHOD,
@@ -36,7 +38,8 @@ def solve_inverse(prior: Denoiser, operator: Operator, y: Tensor, sigma_y: float
         sigma_y: the measurement noise, in the prior's data units (for the shipped image
             models [-1, 1]: 0.05 in [0, 1] pixel units is 0.1; see
             :func:`~diffsolve.inverse.sigma_in_model_units`).
-        method: a name from :func:`diffsolve.inverse.methods` or a method instance.
+        method: a name from :func:`diffsolve.inverse.methods` or a method instance; the
+            default ``"auto"`` picks per operator family (:data:`DEFAULT_METHOD`).
         nfe: network calls to spend in all (a vector-Jacobian product counts as one call).
         num: samples to draw (default: the rows of ``y``, or of ``noise``).
         noise, seeds: starting noise (default: per-sample seeded noise from ``seeds``, default
@@ -46,7 +49,8 @@ def solve_inverse(prior: Denoiser, operator: Operator, y: Tensor, sigma_y: float
 
     Returns a :class:`~diffsolve.SampleResult` whose ``samples`` are posterior samples in data
     space, ``nfe`` all network calls, ``info["vjp"]`` the vector-Jacobian products among them
-    and ``info["method"]`` / ``["operator"]`` / ``["sigma_y"]`` what was run.
+    and ``info["method"]`` / ``["operator"]`` / ``["sigma_y"]`` what was run (with ``"auto"``:
+    ``info["auto"]`` the rule applied and ``info["method_options"]`` the options).
     """
     prior = as_denoiser(prior)
     shape = getattr(prior, "shape", None)
@@ -82,5 +86,5 @@ def solve_inverse(prior: Denoiser, operator: Operator, y: Tensor, sigma_y: float
     res = m.run(prior, problem, noise.to(torch.float64) if noise.device.type == "cpu" else noise, nfe=nfe,
                 seeds=seeds, cond=check_cond(cond), progress=progress)
     res.info.setdefault("vjp", 0)
-    res.info.update(method=m.name, operator=repr(operator), sigma_y=problem.sigma_y)
+    res.info.update(method=res.info.pop("resolved", m.name), operator=repr(operator), sigma_y=problem.sigma_y)
     return res
