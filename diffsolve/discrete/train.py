@@ -180,6 +180,7 @@ def train_text(cfg: TextTrainConfig, out_dir: str, *, resume: bool = True, progr
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, elapsed, log = 0, 0.0, []
+    window: list[float] = []  # train losses since the last log line (checkpointed: a resumed run logs the same means)
     state_path = os.path.join(out_dir, "state.pt")
     if resume and os.path.exists(state_path):
         st = torch.load(state_path, weights_only=False)
@@ -193,13 +194,14 @@ def train_text(cfg: TextTrainConfig, out_dir: str, *, resume: bool = True, progr
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
         step, elapsed, log = st["step"], st["elapsed"], st["log"]
+        window[:] = st.get("window", [])
     atomic_write_text(os.path.join(out_dir, "log.jsonl"), "".join(json.dumps(r) + "\n" for r in log))
     params = sum(p.numel() for p in net.parameters())
 
     def checkpoint() -> None:
         atomic_write(state_path, lambda tmp: torch.save(
             {"config": cfg.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-             "step": step, "elapsed": elapsed, "log": log}, tmp))
+             "step": step, "elapsed": elapsed, "log": log, "window": window}, tmp))
         last = log[-1] if log else {}
         _save_model(out_dir, net, cfg, vocab, {"steps": step, "seconds": round(elapsed, 1), "params": params,
                                                "train_loss": last.get("loss"), "held_out_loss": last.get("held_out"),
@@ -210,7 +212,6 @@ def train_text(cfg: TextTrainConfig, out_dir: str, *, resume: bool = True, progr
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=f"train text {cfg.objective}")
     t_start, last_ckpt, base = time.time(), time.time(), elapsed
-    window: list[float] = []
     net.train()
     while step < cfg.steps:
         if max_seconds is not None and time.time() - t_start >= max_seconds:
