@@ -532,8 +532,8 @@ def _read_one(out_dir: str, run: SampleRun, shard: Shard) -> ShardData:
         imgs = []
         for s in meta.get("seeds", []):
             with Image.open(os.path.join(path, f"{s:0{shard.width}d}.png")) as im:
-                a = np.asarray(im)
-            imgs.append(torch.from_numpy(a[..., None] if a.ndim == 2 else a.copy()).permute(2, 0, 1))
+                a = np.array(im)
+            imgs.append(torch.from_numpy(a[..., None] if a.ndim == 2 else a).permute(2, 0, 1))
         samples = torch.stack(imgs).to(torch.float32) / 127.5 - 1 if imgs else None
         seeds = torch.tensor(meta.get("seeds", []), dtype=torch.int64)
         labels = torch.tensor(meta["labels"], dtype=torch.int64) if meta.get("labels") is not None else None

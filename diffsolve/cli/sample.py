@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import data
+from ..bench.ray_address import check_ray_address
 from ..guidance import CFG
 from ..io import atomic_save_tensor
 from ..metrics import compare_to_exact, image_quality
@@ -21,9 +22,9 @@ from ..models.gmm import GaussianMixture
 from ..plots import save_samples
 from ..sample import sample
 from ..solvers import SOLVERS, NFEError, NoiseSource, get_solver, list_solvers
-from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, finite_float, model_name, nfe_arg, nonneg_float,
-                   nonneg_int, output_file, path_name, positive_float, positive_int, sample_count, schedule_name,
-                   seed_arg, solver_name)
+from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, finite_float, library_check, model_name, nfe_arg,
+                   nonneg_float, nonneg_int, output_file, path_name, positive_float, positive_int, sample_count,
+                   schedule_name, seed_arg, solver_name)
 
 __all__ = ["add_parsers", "cmd_sample", "cmd_solvers", "quality_lines", "exact_lines", "image_lines", "cli_nfe_hint"]
 
@@ -279,7 +280,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--format", choices=("safetensors", "png"), default=argparse.SUPPRESS,
                    help="shard files: one .safetensors (samples, labels, seeds; default) or a folder of PNGs")
     g.add_argument("--ray", default=argparse.SUPPRESS, metavar="local|ADDRESS",
-                   help="draw the shards on Ray: 'local' starts a cluster here, else HOST:PORT of a running one")
+                   type=library_check("ray_address", check_ray_address),
+                   help="draw the shards on Ray: 'local' starts a cluster here, else HOST:PORT of a running one "
+                        "(checked at once: it must accept a connection)")
     g.add_argument("--ray-cpus", type=positive_int, default=argparse.SUPPRESS, help="CPUs of a --ray local cluster")
     add_quiet(p, "no progress bar")
     p.set_defaults(func=cmd_sample)
