@@ -15,7 +15,10 @@
   :func:`~diffsolve.metrics.exact.compare_to_exact`.
 
 The numbers equal :func:`~diffsolve.metrics.image_quality` / ``compare_to_exact`` on the same
-samples held at once (to float64 rounding in the covariance).
+samples held at once: exactly for the exact mixtures; for MNIST to about 1e-8 relative (the
+CNN's float32 features of an image differ in the last bits between batches of different sizes;
+the moments merge to float64 rounding), the class accuracy the same unless an image sits on a
+decision boundary.
 
     >>> import torch
     >>> from diffsolve.data import mnist
@@ -23,7 +26,7 @@ samples held at once (to float64 rounding in the covariance).
     >>> x, y = mnist("valid")
     >>> q = stream_image_quality(((x[i:i + 300], y[i:i + 300]) for i in range(0, 900, 300)), knn=False)
     >>> ref = image_quality(x[:900], y[:900], knn=False)
-    >>> abs(q["fd"] - ref["fd"]) < 1e-9 * ref["fd"], q["class_accuracy"] == ref["class_accuracy"]
+    >>> abs(q["fd"] - ref["fd"]) < 1e-6 * ref["fd"], q["class_accuracy"] == ref["class_accuracy"]
     (True, True)
 """
 
