@@ -216,9 +216,14 @@ class DiffsolveScheduler(SchedulerMixin, ConfigMixin):
     # -- config ------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
-        """diffusers' ``from_config``; a ``FlowMatch*`` scheduler's config sets ``flow_matching``."""
+        """diffusers' ``from_config``; a ``FlowMatch*`` scheduler's config sets ``flow_matching``
+        (with ``prediction_type="flow_prediction"``)."""
         name = config.get("_class_name") if isinstance(config, dict) else None
-        if isinstance(name, str) and name.startswith("FlowMatch") and "flow_matching" not in kwargs:
+        # a saved config names its class; a live scheduler's .config does not, but only flow-matching
+        # schedulers have a base_shift (Flux/SD3 dynamic shifting) and no betas
+        flow = (isinstance(name, str) and name.startswith("FlowMatch")) or (
+            isinstance(config, dict) and "base_shift" in config and "beta_schedule" not in config)
+        if flow and "flow_matching" not in kwargs:
             kwargs["flow_matching"] = True
             kwargs.setdefault("prediction_type", "flow_prediction")
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
@@ -327,6 +332,15 @@ class DiffsolveScheduler(SchedulerMixin, ConfigMixin):
         p = self.path
         return float(p.alpha(p.t_of_s(torch.tensor([s], dtype=F64)))[0])
 
+    def canonical_start(self, sample: Tensor) -> Tensor:
+        """The solver's starting state for a pipeline's first ``sample`` (``x`` at the first
+        level): ``sample / alpha_0`` in the state's dtype.  ``diffsolve.sample(...,
+        y_start=scheduler.canonical_start(x))`` starts where the pipeline starts."""
+        if self.levels is None:
+            raise RuntimeError("call set_timesteps first: the starting level depends on the grid")
+        dtype = F64 if sample.device.type == "cpu" else sample.dtype
+        return sample.to(dtype) / self._alpha0
+
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
         """The identity: the network takes the pipeline's ``x`` as it is."""
         return sample
@@ -373,7 +387,7 @@ class DiffsolveScheduler(SchedulerMixin, ConfigMixin):
                 seeds = _seeds_from(generator, B, sample.device)
             src = NoiseSource(check_seeds(list(seeds), B))
         self._den.prepare(self.levels, dtype)
-        y0 = sample.to(dtype) / self._alpha0
+        y0 = self.canonical_start(sample)
         self._state = self._slv.init(y0, self.levels, src)
 
     def _run(self, state) -> Tensor | None:
