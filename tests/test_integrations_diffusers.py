@@ -233,3 +233,13 @@ def test_stable_diffusion_pipeline_with_cfg():
         ref = diffsolve.sample(den, x.to(F64), solver="unipc-bh2", schedule="karras", nfe=5,
                                y_start=sch.canonical_start(x))
     assert (latents.to(F64) - ref.samples).abs().max() <= _tol(ref.samples)
+
+
+def test_docs_example_runs():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "diffusers.md").read_text()
+    section = text.split("## Use diffsolve from diffusers", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "docs/diffusers.md", "exec"), {})
