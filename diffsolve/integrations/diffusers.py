@@ -190,7 +190,8 @@ class DiffsolveScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("DiffsolveScheduler does not support use_dynamic_shifting=True (a shift chosen per "
                              "image size at set_timesteps, as Flux does); pass a fixed shift= instead")
         if solver_options is not None and not isinstance(solver_options, dict):
-            raise TypeError(f"solver_options must be a dict of the solver's options, got {type(solver_options).__name__}")
+            raise TypeError(f"solver_options must be a dict of the solver's options, "
+                            f"got {type(solver_options).__name__}")
         self._solver = get_solver(solver, **(solver_options or {}))  # unknown names/options: refused here
         if getattr(self._solver, "adaptive", False):
             raise ValueError(f"solver {solver!r} is adaptive: its evaluation levels depend on the data, while a "
