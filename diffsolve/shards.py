@@ -489,10 +489,16 @@ def _run_ray(run: SampleRun, todo: list[Shard], emit: Callable[[Shard, dict[str,
         raise ImportError("--ray needs Ray: pip install 'diffsolve[ray]' (or pip install ray)") from None
     started = False
     if not _ray.is_initialized():
-        if address == "local":
-            _ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        else:
-            _ray.init(address=address, log_to_driver=False)
+        try:
+            if address == "local":
+                _ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            else:
+                _ray.init(address=address, log_to_driver=False)
+        except Exception as e:  # noqa: BLE001 - Ray raises several types; the shards so far stay
+            if _ray.is_initialized():
+                _ray.shutdown()
+            raise RuntimeError(f"ray {address!r}: Ray did not start ({type(e).__name__}: {' '.join(str(e).split())}); "
+                               "rerun the same command to resume (serially without --ray)") from None
         started = True
     try:
         task = _ray.remote(_draw)
