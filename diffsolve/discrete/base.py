@@ -32,7 +32,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["TokenDenoiser", "TokenDenoiserWrapper"]
+__all__ = ["TokenDenoiser", "TokenDenoiserWrapper", "check_token_ids"]
+
+
+def check_token_ids(x: Any, name: str, high: int, max_len: int | None, what: str) -> Tensor:
+    """``x`` as a (B, L) long tensor of ids in [0, high] with L <= max_len; anything else is
+    refused naming ``name`` and ``what`` the ids mean."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a (batch, length) integer tensor, got {type(x).__name__}")
+    if x.ndim != 2 or x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise ValueError(f"{name} must be a (batch, length) integer tensor, got shape {tuple(x.shape)} "
+                         f"dtype {x.dtype}")
+    if max_len is not None and x.shape[1] > max_len:
+        raise ValueError(f"{name} has length {x.shape[1]}; this model takes at most {max_len}")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) > high):
+        raise ValueError(f"{name} holds ids outside [0, {high}] ({what}): min {int(x.min())}, max {int(x.max())}")
+    return x.long()
 
 
 class TokenDenoiser:
@@ -65,17 +80,8 @@ class TokenDenoiser:
 
     def check_tokens(self, x: Tensor, name: str = "tokens") -> Tensor:
         """``x`` as a (B, L) long tensor of ids in [0, V] (V = the mask); a bad one is named."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a (batch, length) integer tensor, got {type(x).__name__}")
-        if x.ndim != 2 or x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-            raise ValueError(f"{name} must be a (batch, length) integer tensor, got shape {tuple(x.shape)} "
-                             f"dtype {x.dtype}")
-        if self.max_len is not None and x.shape[1] > self.max_len:
-            raise ValueError(f"{name} has length {x.shape[1]}; this model takes at most {self.max_len}")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.mask_id):
-            raise ValueError(f"{name} holds ids outside [0, {self.mask_id}] (0..{self.vocab_size - 1} tokens, "
-                             f"{self.mask_id} the mask): min {int(x.min())}, max {int(x.max())}")
-        return x.long()
+        return check_token_ids(x, name, self.mask_id, self.max_len,
+                               f"0..{self.vocab_size - 1} tokens, {self.mask_id} the mask")
 
     def encode(self, text: str) -> Tensor:
         """Token ids (1-D long) of ``text`` for a text model; a character outside the vocabulary is named."""

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ..nets.transformer import CharTransformer
 from ..noise import NoiseSource, check_seeds
-from .base import TokenDenoiser
+from .base import TokenDenoiser, check_token_ids
 
 __all__ = ["MaskedTextModel", "ARTextModel", "load_text_model", "locate_text_model", "TEXT_FORMAT", "TEXT_SHIPPED",
            "TEXT_KINDS", "shipped_text_models"]
@@ -161,17 +161,7 @@ class ARTextModel:
 
     def check_tokens(self, x: Any, name: str = "x") -> Tensor:
         """``x`` as a (B, L) long tensor of character ids in [0, V), L <= max_len; else named."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a (batch, length) integer tensor, got {type(x).__name__}")
-        if x.ndim != 2 or x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-            raise ValueError(f"{name} must be a (batch, length) integer tensor, got shape {tuple(x.shape)} "
-                             f"dtype {x.dtype}")
-        if x.shape[1] > self.max_len:
-            raise ValueError(f"{name} has length {x.shape[1]}; this model takes at most {self.max_len}")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
-            raise ValueError(f"{name} holds ids outside [0, {self.vocab_size - 1}] (the characters; no mask or BOS "
-                             f"tokens): min {int(x.min())}, max {int(x.max())}")
-        return x.long()
+        return check_token_ids(x, name, self.vocab_size - 1, self.max_len, "the characters; no mask or BOS tokens")
 
     def _log_conditionals(self, x: Tensor) -> Tensor:
         """(B, L, V) float64 log p(. | BOS, x_<i) on x's device (x checked)."""
