@@ -231,6 +231,10 @@ def _denoiser(run: SampleRun) -> Any:
     return CFG(model, scale=run.guidance, interval=(lo, hi))
 
 
+#: torch threads a shard is drawn with (fixed: the bytes must not depend on the machine's thread count)
+SHARD_THREADS = 1
+
+
 def sample_shard(run: SampleRun, shard: Shard) -> tuple[Tensor, Tensor | None]:
     """Draw one shard: samples (float32, as ``diffsolve sample`` keeps them) and labels (or None)."""
     from .noise import NoiseSource
@@ -242,8 +246,16 @@ def sample_shard(run: SampleRun, shard: Shard) -> tuple[Tensor, Tensor | None]:
     noise = NoiseSource.initial(seeds, tuple(model.shape))
     opts: dict[str, Any] = {"path": run.path} if run.path else {}
     opts.update({k: getattr(run, k) for k in ("rtol", "atol") if getattr(run, k) is not None})
-    res = sample(_denoiser(run), noise, solver=run.solver, nfe=run.nfe, schedule=run.schedule, seeds=seeds,
-                 cond={"labels": labels} if labels is not None else {}, **opts)
+    # one torch thread per shard, wherever it is drawn: a matrix product's float rounding depends on
+    # the thread count (serial shards drawn with 2 threads differed from Ray workers' 1-thread ones in
+    # the last bits), and a shard must be the same bytes in any run; Ray gives the parallelism
+    prev = torch.get_num_threads()
+    torch.set_num_threads(SHARD_THREADS)
+    try:
+        res = sample(_denoiser(run), noise, solver=run.solver, nfe=run.nfe, schedule=run.schedule, seeds=seeds,
+                     cond={"labels": labels} if labels is not None else {}, **opts)
+    finally:
+        torch.set_num_threads(prev)
     return res.samples.float().contiguous(), labels
 
 
