@@ -56,7 +56,7 @@ from torch import Tensor
 
 from .io import TMP_PREFIX, atomic_write, atomic_write_json, remove_orphans
 
-__all__ = ["SampleRun", "Shard", "ShardData", "RunResult", "RunMismatch", "run_shards", "sample_shard",
+__all__ = ["shard_quality", "SampleRun", "Shard", "ShardData", "RunResult", "RunMismatch", "run_shards", "sample_shard",
            "encode_shard", "read_shards", "read_manifest", "missing_shards", "MANIFEST", "FORMATS"]
 
 #: the manifest's file name in a run directory
@@ -576,3 +576,19 @@ def read_shards(out_dir: str, *, allow_missing: bool = False) -> Iterator[ShardD
     for shard in run.shards():
         if shard.name not in skip:
             yield _read_one(out_dir, run, shard)
+
+
+def shard_quality(out_dir: str, knn: bool = True) -> tuple[str, dict[str, Any]]:
+    """The quality numbers of the sharded run in ``out_dir`` (:mod:`diffsolve.shards`), reading
+    one shard at a time: ``("exact", compare_to_exact numbers)`` for an exact mixture,
+    ``("mnist", image_quality numbers)`` for 28x28 grey images, ``("none", {})`` otherwise."""
+    from .metrics.streaming import stream_exact_quality, stream_image_quality
+    from .models.gmm import BUILTINS, builtin
+
+    run = read_manifest(out_dir)
+    if run.model in BUILTINS:
+        return "exact", stream_exact_quality(builtin(run.model), (s.samples for s in read_shards(out_dir)))
+    if tuple(getattr(_model(run.model), "shape", ())) != (1, 28, 28):
+        list(read_shards(out_dir))  # still check that every shard is there and belongs to the run
+        return "none", {}
+    return "mnist", stream_image_quality(((s.samples, s.labels) for s in read_shards(out_dir)), knn=knn)

@@ -22,7 +22,7 @@ def _run_dir(text: str) -> str:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from ..metrics.streaming import shard_quality
+    from ..shards import shard_quality
     from ..shards import MANIFEST, read_manifest
 
     if not os.path.isfile(os.path.join(args.dir, MANIFEST)):

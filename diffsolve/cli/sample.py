@@ -168,7 +168,7 @@ def _sample_shards(args: argparse.Namespace, model: Any, nfe: int | None, tolera
                    guided: str) -> int:
     """``diffsolve sample --out-dir DIR``: the run drawn (or resumed) in shards, then its quality
     numbers streamed over the shards."""
-    from ..metrics.streaming import shard_quality
+    from ..shards import shard_quality
     from ..shards import RunMismatch, SampleRun, run_shards
 
     run = SampleRun(model=args.model, solver=args.solver, nfe=nfe, schedule=args.schedule, path=args.path,

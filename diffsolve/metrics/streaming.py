@@ -40,7 +40,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-__all__ = ["stream_image_quality", "stream_exact_quality", "shard_quality", "CNN_BATCH"]
+__all__ = ["stream_image_quality", "stream_exact_quality", "CNN_BATCH"]
 
 
 #: the chunk size in which image_quality's layer_outputs feeds the CNN
@@ -134,19 +134,3 @@ def stream_exact_quality(gmm: Any, batches: Iterable[Tensor], seed: int = 0, n_p
     if not parts:
         raise ValueError("no samples")
     return compare_to_exact(gmm, torch.cat(parts).to(torch.float64), seed=seed, n_proj=n_proj)
-
-
-def shard_quality(out_dir: str, knn: bool = True) -> tuple[str, dict[str, Any]]:
-    """The quality numbers of the sharded run in ``out_dir`` (:mod:`diffsolve.shards`), reading
-    one shard at a time: ``("exact", compare_to_exact numbers)`` for an exact mixture,
-    ``("mnist", image_quality numbers)`` for 28x28 grey images, ``("none", {})`` otherwise."""
-    from ..models.gmm import BUILTINS, builtin
-    from ..shards import _model, read_manifest, read_shards
-
-    run = read_manifest(out_dir)
-    if run.model in BUILTINS:
-        return "exact", stream_exact_quality(builtin(run.model), (s.samples for s in read_shards(out_dir)))
-    if tuple(getattr(_model(run.model), "shape", ())) != (1, 28, 28):
-        list(read_shards(out_dir))  # still check that every shard is there and belongs to the run
-        return "none", {}
-    return "mnist", stream_image_quality(((s.samples, s.labels) for s in read_shards(out_dir)), knn=knn)
