@@ -41,11 +41,6 @@ class Ancestral(Sampler):
     def unmask_prob(self, t: float, s: float) -> float:
         return get_schedule(self.schedule).unmask_prob(t, s)
 
-    def plan(self, free_count: int, nfe: int | None) -> int:
-        if nfe is None:
-            raise ValueError(f"sampler {self.name!r} needs nfe (its number of steps), got None")
-        return nfe
-
     def step(self, ctx: StepIn) -> Tensor:
         todo = ctx.masked & ctx.free
         prob = 1.0 if ctx.i == ctx.steps - 1 else self.unmask_prob(ctx.t, ctx.s)

@@ -115,7 +115,10 @@ class Sampler:
     budget: str = "fixed"
 
     def plan(self, free_count: int, nfe: int | None) -> int | None:
-        """The number of steps to run for ``free_count`` masked positions (None: until done)."""
+        """The number of steps to run for ``free_count`` masked positions (None: until done): a
+        fixed-budget sampler runs ``nfe`` steps and needs it; an adaptive one takes it as a cap."""
+        if nfe is None and self.budget == "fixed":
+            raise ValueError(f"sampler {self.name!r} needs nfe (its number of steps), got None")
         return nfe
 
     def start(self, ctx_state: dict, x: Tensor, free: Tensor, steps: int | None) -> None:

@@ -62,11 +62,6 @@ class Confidence(Sampler):
         self.block_size = check_block_size(block_size)
         self.schedule = get_schedule(schedule).name
 
-    def plan(self, free_count: int, nfe: int | None) -> int:
-        if nfe is None:
-            raise ValueError(f"sampler {self.name!r} needs nfe (its number of steps), got None")
-        return nfe
-
     def start(self, state: dict, x: Tensor, free: Tensor, steps: int | None) -> None:
         """Per row and step, how many tokens to commit, and which block each step works on."""
         b, n = x.shape

@@ -71,9 +71,7 @@ class Joint(Sampler):
         if self.energy is None:
             raise ValueError("joint: energy=None is not accepted; pass energy=<a callable giving (N,) sequence "
                              "log-probabilities of (N, L) tokens>, e.g. chain.log_prob or an AR model's")
-        if nfe is None:
-            raise ValueError(f"sampler {self.name!r} needs nfe (its number of steps), got None")
-        return nfe
+        return super().plan(free_count, nfe)
 
     def start(self, state: dict, x: Tensor, free: Tensor, steps: int | None) -> None:
         m = ((x == state["mask_id"]) & free).sum(1).tolist()

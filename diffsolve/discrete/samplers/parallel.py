@@ -78,11 +78,9 @@ def leftmost_block(todo: Tensor, block_size: int | None) -> Tensor:
 
 
 class _Parallel(Sampler):
-    """Shared plan / step of the adaptive parallel decoders (``rule`` picks the positions)."""
+    """Shared step of the adaptive parallel decoders (``rule`` picks the positions; ``nfe`` is a cap,
+    and the last capped step commits everything left)."""
     budget = "adaptive"
-
-    def plan(self, free_count: int, nfe: int | None) -> int | None:
-        return nfe  # a cap (None: run until done); the last capped step commits everything left
 
     def rule(self, conf: Tensor, allowed: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

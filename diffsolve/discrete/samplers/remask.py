@@ -62,11 +62,6 @@ class Remask(Sampler):
         self.temperature = _check_temperature(temperature)
         self.schedule = get_schedule(schedule).name
 
-    def plan(self, free_count: int, nfe: int | None) -> int:
-        if nfe is None:
-            raise ValueError(f"sampler {self.name!r} needs nfe (its number of steps), got None")
-        return nfe
-
     def start(self, state: dict, x: Tensor, free: Tensor, steps: int | None) -> None:
         todo = (x == state["mask_id"]) & free
         m = todo.sum(1).tolist()
