@@ -16,6 +16,7 @@ import shlex
 import shutil
 
 from ..discrete.train import TEXT_PRESETS, text_preset, train_text
+from ..io import atomic_write
 from ..models.checkpoint import WEIGHTS_DIR
 from .args import add_quiet, name_in, positive_float, positive_int
 
@@ -35,12 +36,9 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     print(f"trained {args.preset}: {res['step']} steps, {res['seconds']:.0f} s, {res['params']} parameters, "
           f"held-out loss {res['held_out']:.4f} nats/char; model {out}/model.json")
     if args.export:
-        os.makedirs(WEIGHTS_DIR, exist_ok=True)
         for ext in (".safetensors", ".json"):  # weights first: a JSON never points at missing weights
             src = os.path.join(out, "model" + ext)
-            tmp = os.path.join(WEIGHTS_DIR, f".tmp-{args.preset}{ext}")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, os.path.join(WEIGHTS_DIR, args.preset + ext))
+            atomic_write(os.path.join(WEIGHTS_DIR, args.preset + ext), lambda tmp: shutil.copyfile(src, tmp))
         print(f"exported {os.path.join(WEIGHTS_DIR, args.preset)}.json")
     return 0
 
