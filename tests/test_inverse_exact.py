@@ -24,7 +24,7 @@ from diffsolve.denoisers import FunctionDenoiser
 from diffsolve.inverse import LinearOperator, Operator, solve_inverse
 from diffsolve.inverse.methods import get_method, list_methods
 from diffsolve.inverse.methods.smc import TDS
-from diffsolve.inverse.resample import ancestors, ess, normalise, uniforms
+from diffsolve.steer.resample import ancestors, ess, normalise, uniforms
 from diffsolve.models.gmm import GaussianMixture
 from diffsolve.noise import NoiseSource
 
@@ -363,14 +363,16 @@ def tds_distances(Ks, M: int, steps: int, seed0: int = 1000):
 
 
 def test_tds_converges_to_the_exact_posterior():
-    """K = 2, 8, 32 particles, 30 steps, 800 posterior samples: the mode-weight TV and the mean
-    error fall with K; at K = 32 both are within the floor of 800 exact samples plus three of
-    its standard deviations (measured: TV 0.084 / 0.031 / 0.016, floor 0.019 +- 0.009 at 1000
-    samples)."""
-    out, (tv_f, tv_sd), (me_f, me_sd) = tds_distances((2, 8, 32), M=800, steps=30)
+    """K = 2, 8, 32 particles, 30 steps, 1600 posterior samples: at K = 32 the mode-weight TV
+    and the mean error are within the floor of 1600 exact samples plus three of its standard
+    deviations, and K = 2 is visibly worse (measured: TV 0.082 / 0.020 / 0.021, floor 0.016 +-
+    0.006; mean error 0.081 / 0.027 / 0.025, floor 0.018 +- 0.010).  At 800 samples K = 8 and
+    K = 32 were both at the floor and their order was noise (TV at K = 32 over five seed ranges:
+    0.046 / 0.009 / 0.010 / 0.025 / 0.007), so their order is not asserted."""
+    out, (tv_f, tv_sd), (me_f, me_sd) = tds_distances((2, 8, 32), M=1600, steps=30)
     (tv2, me2), (tv8, _), (tv32, me32) = out[2], out[8], out[32]
     assert tv32 <= tv_f + 3 * tv_sd and me32 <= me_f + 3 * me_sd, out
-    assert tv2 > tv_f + 3 * tv_sd and tv2 > tv8 > tv32 and me2 > 2 * me32, out  # K = 2 is visibly biased
+    assert tv2 > tv_f + 3 * tv_sd and tv2 > max(tv8, tv32) and me2 > 2 * me32, out  # K = 2 is visibly biased
 
 
 @pytest.mark.slow

@@ -21,21 +21,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..tensors import bc
+
 from ..checks import check_number
+from ..rewards import Reward
 from .operators import Operator
 
 __all__ = ["Problem"]
 
 
 @dataclass(frozen=True)
-class Problem:
+class Problem(Reward):
     """The measurement ``y`` (shape (B, *operator.out_shape), or (1, ...) for one measurement
     shared by every sample) of ``operator`` with noise ``sigma_y`` (in the prior's data units;
-    0 for a noiseless measurement)."""
+    0 for a noiseless measurement).
+
+    As a :class:`~diffsolve.rewards.Reward` its value is :meth:`log_likelihood` and its twist at
+    level s (TDS Eq. 8) inflates the noise by x0-hat's uncertainty:
+    ``-|y - A x0|^2 / (2 (sigma_y^2 + r_s^2))`` with ``r_s^2 = v s^2 / (v + s^2)``, v =
+    ``data_var`` (the data's variance per coordinate)."""
 
     operator: Operator
     y: Tensor
     sigma_y: float
+    data_var: float = 1.0
+    name = "likelihood"
 
     def __post_init__(self):
         if not isinstance(self.operator, Operator):
@@ -50,6 +60,7 @@ class Problem:
                              f"(batch, {', '.join(map(str, self.operator.out_shape))})")
         if not bool(torch.isfinite(y).all()):
             raise ValueError("y contains NaN or inf")
+        check_number("Problem", "data_var", self.data_var, 0, low_open=True)
 
     def residual(self, x0: Tensor) -> Tensor:
         """y - A x0 (broadcast over the batch when y has one row)."""
@@ -63,7 +74,22 @@ class Problem:
         var = self.sigma_y**2 if self.sigma_y > 0 else 1.0
         return -(r * r).sum(1) / (2 * var)
 
+    def value(self, x0: Tensor) -> Tensor:
+        return self.log_likelihood(x0)
+
     def grad(self, x0: Tensor) -> Tensor:
         """The gradient of :meth:`log_likelihood` in x0: A^T (y - A x0) / sigma_y^2."""
         var = self.sigma_y**2 if self.sigma_y > 0 else 1.0
         return self.operator.adjoint(self.residual(x0)) / var
+
+    def twist_variance(self, s: float | Tensor) -> float | Tensor:
+        """sigma_y^2 + r_s^2, r_s^2 = v s^2 / (v + s^2) [TDS Eq. 8] (a float, or (B,) per row)."""
+        s2 = s * s
+        return self.sigma_y ** 2 + self.data_var * s2 / (self.data_var + s2)
+
+    def twist(self, x0: Tensor, s: float | Tensor) -> Tensor:
+        r = self.residual(x0).flatten(1)
+        return -(r * r).sum(1) / (2 * self.twist_variance(s))
+
+    def twist_grad(self, x0: Tensor, s: float | Tensor) -> Tensor:
+        return self.operator.adjoint(self.residual(x0)) / bc(self.twist_variance(s), x0)

@@ -19,11 +19,13 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from ...denoisers import Denoiser
+from ...registry import Registry, describe
 from ..problem import Problem
 
 __all__ = ["InverseMethod", "register", "get_method", "list_methods", "METHODS"]
 
-METHODS: dict[str, type["InverseMethod"]] = {}
+REGISTRY = Registry("inverse")
+METHODS: dict[str, type["InverseMethod"]] = REGISTRY.classes
 
 
 class InverseMethod:
@@ -40,29 +42,17 @@ class InverseMethod:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "paper": self.paper, "cost": self.cost, "needs": ", ".join(self.needs) or "-",
-                "exact": self.exact}
+        return describe(self)
 
 
-def register(cls: type[InverseMethod]) -> type[InverseMethod]:
-    """Class decorator adding a method to the registry."""
-    if cls.name in METHODS:
-        raise ValueError(f"inverse method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
+register = REGISTRY.register
 
 
 def get_method(name: str | InverseMethod, **options: Any) -> InverseMethod:
     """A method instance by name (see :func:`list_methods`)."""
-    if isinstance(name, InverseMethod):
-        if options:
-            raise TypeError("options given with a method instance; configure the instance instead")
-        return name
-    if not isinstance(name, str) or name not in METHODS:
-        raise ValueError(f"unknown inverse method {name!r}; accepted: {', '.join(sorted(METHODS))}")
-    return METHODS[name](**options)
+    return REGISTRY.get(name, InverseMethod, **options)
 
 
 def list_methods() -> list[dict[str, Any]]:
     """Every registered method with its paper, cost per step, needs and exactness."""
-    return [METHODS[k]().describe() for k in sorted(METHODS)]
+    return REGISTRY.describe()

@@ -9,12 +9,8 @@ Guidance in canonical space (DESIGN.md): adding a term g to the score of p_s(y) 
 DPS; PiGDM's preconditioned residual): one vector-Jacobian product (VJP) per call, counted
 here and reported in ``res.info["vjp"]``.
 
-    >>> import torch, diffsolve
-    >>> g = diffsolve.exact_model("gmm-2d")
-    >>> w = VJPGuided(g, lambda x0, s: torch.ones_like(x0))   # v = 1: pulls x0-hat along J^T 1
-    >>> res = diffsolve.sample(w, torch.randn(4, 2, dtype=torch.float64), solver="ddim", nfe=5)
-    >>> res.nfe, w.vjps
-    (5, 5)
+The wrapper itself is :class:`diffsolve.guidance.VJPGuided` (shared with reward guidance and
+twisted SMC).
 """
 
 from __future__ import annotations
@@ -25,57 +21,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ...checks import check_number
 from ...sample import SampleResult, sample
-from ...denoisers import DenoiserWrapper
+from ...guidance.gradient import VJPGuided, check_clip, clip_x0
 from ...solvers.base import NFEError
-from ...tensors import bc
 from ..operators import Operator
 
 __all__ = ["VJPGuided", "check_clip", "clip_x0", "calls_per_step_budget", "family", "per_family",
            "largest_singular_value", "with_cost", "run_guided", "demo_problem"]
-
-Covector = Callable[[Tensor, "float | Tensor"], Tensor]
-
-
-def check_clip(owner: str, clip: Any) -> tuple[float, float] | None:
-    """The clipping option: None (off, the default: clipping biases the posterior) or a pair
-    ``(lo, hi)`` of finite numbers with lo < hi, in the prior's data units."""
-    if clip is None:
-        return None
-    if not isinstance(clip, (tuple, list)) or len(clip) != 2:
-        raise ValueError(f"{owner}: clip={clip!r} is not accepted; accepted: None or (lo, hi), e.g. (-1, 1)")
-    lo = check_number(owner, "clip[0]", clip[0])
-    hi = check_number(owner, "clip[1]", clip[1])
-    if not lo < hi:
-        raise ValueError(f"{owner}: clip={clip!r} is not accepted; accepted: (lo, hi) with lo < hi")
-    return lo, hi
-
-
-def clip_x0(x: Tensor, clip: tuple[float, float] | None) -> Tensor:
-    """x clamped to ``clip`` (unchanged for None)."""
-    return x if clip is None else x.clamp(clip[0], clip[1])
-
-
-class VJPGuided(DenoiserWrapper):
-    """``D'(y, s) = clip(D + s^2 J^T v(D, s))`` with ``J = dD/dy`` (one VJP per call, counted in
-    ``vjps``); ``covector(x0, s)`` returns ``v`` per row (shape of x0), from the detached x0-hat.
-    The VJP runs in the network's own precision; the inner denoiser is called once per call."""
-
-    def __init__(self, inner, covector: Covector, clip: tuple[float, float] | None = None):
-        super().__init__(inner)
-        self.covector, self.clip, self.vjps = covector, clip, 0
-
-    def denoise(self, y: Tensor, s, **cond):
-        with torch.enable_grad():
-            y_in = y.detach().requires_grad_(True)
-            d = self.inner(y_in, s, **cond)
-            v = self.covector(d.detach(), s).to(d.dtype)
-            (g,) = torch.autograd.grad(d, y_in, grad_outputs=v)
-        self.vjps += 1
-        s2 = s * s if isinstance(s, float) else bc(s * s, y)
-        return clip_x0(d.detach() + s2 * g.to(y.dtype), self.clip)
-
 
 def calls_per_step_budget(owner: str, nfe: int, per: int, what: str) -> int:
     """``nfe // per`` when ``per`` divides ``nfe``, else an NFEError naming the nearest budgets."""

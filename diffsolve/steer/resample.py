@@ -12,6 +12,10 @@ turn uniforms into K ancestor indices per group by inverting the cumulative weig
 Uniforms come from per-sample seeds (:func:`uniforms`), so a group's resampling depends only
 on its own seed, as every other random draw in diffsolve.
 
+A resampled particle takes its ancestor's state but keeps its *own slot's* noise seed
+(:func:`resample_state`): copying the ancestor's seed as well would give the copies the same
+future noise, so that they never separate again (resampling would only duplicate particles).
+
     >>> import torch
     >>> logw = torch.tensor([[0.0, -1e8, -1e8, 0.0]], dtype=torch.float64)   # no overflow
     >>> ess(logw).tolist()
@@ -31,7 +35,7 @@ from torch import Tensor
 from ..checks import check_choice
 from ..noise import NoiseSource
 
-__all__ = ["SCHEMES", "normalise", "ess", "ancestors", "uniforms"]
+__all__ = ["SCHEMES", "normalise", "ess", "ancestors", "uniforms", "resample_state"]
 
 SCHEMES = ("systematic", "stratified", "multinomial")
 
@@ -70,3 +74,19 @@ def uniforms(seeds: Sequence[int], step: int, num: int, draw: int = 0, device: t
     counter-based normals (one row per seed, independent of the batch around it)."""
     z = NoiseSource(seeds).normal(step, torch.empty(len(seeds), num, dtype=torch.float64, device=device), draw)
     return (0.5 * (1 + torch.erf(z / math.sqrt(2)))).clamp(1e-16, 1 - 1e-16)
+
+
+def resample_state(state, rows: Tensor):
+    """The solver state with row k taken from row ``rows[k]`` (sample, x0-hat, history, extra
+    tensors) while every row keeps its own noise seeds, so that copies of one ancestor draw
+    different noise from the next step on.
+
+    >>> import torch, diffsolve
+    >>> from diffsolve.solvers import SolverState
+    >>> st = SolverState(y=torch.tensor([[1.0], [2.0]]), i=0, sigmas=torch.tensor([1.0, 0.0]),
+    ...                 noise=diffsolve.NoiseSource([7, 8]))
+    >>> new = resample_state(st, torch.tensor([1, 1]))
+    >>> new.y.tolist(), new.noise.seeds
+    ([[2.0], [2.0]], [7, 8])
+    """
+    return state.reindex(rows).replace(noise=state.noise)

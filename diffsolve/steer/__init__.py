@@ -1,0 +1,22 @@
+"""Inference-time steering: rewards, particles and search (DESIGN.md roles 2 and 3).
+
+``diffsolve.steer(prior, reward, method, num, particles, nfe, lam=...)`` returns samples of
+``p(x) exp(lam r(x)) / Z``; :func:`methods` lists the methods with their papers and costs.
+"""
+
+from . import bon, fk, tds  # noqa: F401  (register the methods)
+from .base import METHODS, SteerMethod, get_method, list_methods, steer
+
+methods = list_methods
+
+__all__ = ["steer", "methods", "METHODS", "SteerMethod", "get_method"]
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """``diffsolve.steer(...)`` steers while ``diffsolve.steer.X`` stays the package."""
+
+    def __call__(self, *args, **kwargs):
+        return steer(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
