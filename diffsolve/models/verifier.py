@@ -1,0 +1,106 @@
+"""The shipped steering verifier: a second MNIST classifier whose input gradient steers samples
+toward a class, so that steered samples are judged by a network they were not steered by (the
+metric network, :mod:`diffsolve.metrics.features`).  Architecture and training:
+:mod:`diffsolve.nets.verifier`, :mod:`diffsolve.train.verifier`; weights
+``diffsolve/models/weights/mnist-verifier.safetensors`` (+ ``.json``: what made them).
+
+    >>> import torch, diffsolve
+    >>> reward = classifier_reward(diffsolve.load("mnist"), 3)
+    >>> reward.name
+    'class:3'
+    >>> reward(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..nets.verifier import ResidualVerifier
+from .checkpoint import WEIGHTS_DIR
+
+__all__ = ["load_verifier", "verifier_meta", "classifier_reward", "VERIFIERS"]
+
+#: accepted verifier names -> the shipped files' name in WEIGHTS_DIR
+VERIFIERS = {"mnist": "mnist-verifier"}
+_SHAPES = {"mnist": (1, 28, 28)}
+_ARCHS = {"ResidualVerifier": ResidualVerifier}
+
+
+def _files(name: str) -> tuple[str, str]:
+    if name not in VERIFIERS:
+        raise ValueError(f"unknown verifier {name!r}; accepted: {', '.join(VERIFIERS)}")
+    base = os.path.join(WEIGHTS_DIR, VERIFIERS[name])
+    for ext in (".json", ".safetensors"):
+        if not os.path.exists(base + ext):
+            raise FileNotFoundError(f"shipped verifier {name!r} missing: {base + ext}; rebuild it with: "
+                                    "diffsolve train-verifier --out runs/verifier --export")
+    return base + ".json", base + ".safetensors"
+
+
+@lru_cache(maxsize=None)
+def verifier_meta(name: str = "mnist") -> dict[str, Any]:
+    """What made the shipped verifier ``name`` (its JSON: architecture kwargs, seed, steps, test
+    accuracy, training seconds, torch version)."""
+    with open(_files(name)[0]) as f:
+        return json.load(f)
+
+
+@lru_cache(maxsize=None)
+def _state(name: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(_files(name)[1])
+
+
+def load_verifier(name: str = "mnist") -> nn.Module:
+    """The shipped steering verifier ``name`` (``"mnist"``): a new module each call, eval mode,
+    float32, CPU, parameters frozen (its *input* gradient still flows).  Input: images
+    ``(B, 1, 28, 28)`` in [-1, 1]; output: logits ``(B, 10)``."""
+    if not isinstance(name, str) or name not in VERIFIERS:
+        raise ValueError(f"unknown verifier {name!r}; accepted: {', '.join(VERIFIERS)}")
+    meta = verifier_meta(name)
+    if meta.get("arch") not in _ARCHS:
+        raise ValueError(f"{_files(name)[0]}: unknown verifier architecture {meta.get('arch')!r}; "
+                         f"accepted: {', '.join(_ARCHS)}")
+    net = _ARCHS[meta["arch"]](**meta["arch_kwargs"])
+    net.load_state_dict({k: v.clone() for k, v in _state(name).items()})
+    net = net.float().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def classifier_reward(prior: Any, label: int):
+    """``log p(label | x0)`` under the shipped verifier, as a
+    :class:`diffsolve.rewards.ClassifierReward` named ``class:LABEL``, for a prior of MNIST's
+    shape (1, 28, 28) (e.g. ``diffsolve.load("mnist")``).  ``label``: a digit 0..9.
+
+    >>> import torch
+    >>> classifier_reward(torch.zeros(1), 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: a steering classifier ships for MNIST priors only ...
+    """
+    from ..rewards import ClassifierReward
+
+    shape = getattr(prior, "shape", None)
+    try:
+        shape = tuple(int(s) for s in shape) if shape is not None else None
+    except TypeError:
+        shape = None
+    if shape != _SHAPES["mnist"]:
+        raise ValueError(f"a steering classifier ships for MNIST priors only (data shape (1, 28, 28)); this prior's "
+                         f"shape is {shape}; for other data pass your own classifier: "
+                         "diffsolve.rewards.ClassifierReward(your_net, label)")
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label <= 9:
+        raise ValueError(f"label must be a digit class, an int in 0..9, got {label!r}")
+    label = int(label)
+    return ClassifierReward(load_verifier("mnist"), label, name=f"class:{label}")
