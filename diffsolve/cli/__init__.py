@@ -24,7 +24,7 @@ import os
 import sys
 import warnings
 
-from . import bench, generate, inverse, metrics, sample, text_bench, train, train_text, train_verifier
+from . import bench, generate, inverse, metrics, sample, steer, text_bench, train, train_text, train_verifier
 from .args import Parser, command_line
 
 __all__ = ["main", "build_parser", "DIFFSOLVE_ERRORS"]
@@ -33,7 +33,8 @@ __all__ = ["main", "build_parser", "DIFFSOLVE_ERRORS"]
 DIFFSOLVE_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, KeyError, RuntimeError)
 
 _ADD_COMMANDS = (sample.add_parsers, bench.add_parser, train.add_parser, train_text.add_parser, inverse.add_parsers,
-                 generate.add_parsers, text_bench.add_parser, metrics.add_parser, train_verifier.add_parser)
+                 generate.add_parsers, text_bench.add_parser, metrics.add_parser, train_verifier.add_parser,
+                 steer.add_parsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,13 +25,13 @@ from ..checks import check_int, check_number
 from ..denoisers import Denoiser, as_denoiser
 from ..noise import check_seeds
 from ..registry import Registry
-from ..rewards import Reward, as_reward
+from ..rewards import Linear, Reward, as_reward
 from ..sample import SampleResult
 from ..solvers import get_solver
 from ..validate import check_cond, check_nfe
 
 __all__ = ["SteerMethod", "register", "get_method", "list_methods", "steer", "repeat_cond",
-           "check_stochastic", "METHODS"]
+           "check_stochastic", "check_deterministic", "METHODS"]
 
 REGISTRY = Registry("steering")
 METHODS = REGISTRY.classes
@@ -81,16 +81,44 @@ def check_stochastic(owner: str, solver: str) -> str:
     return solver
 
 
+def check_deterministic(owner: str, solver: str) -> str:
+    """Noise searches [Ma et al. 2025, Sec. 3.1] search over the ODE sampler's starting noise
+    (or re-noised states): the sample must be a function of the noise searched, so a stochastic
+    solver, whose later noise the search does not see, is refused, naming the deterministic ones."""
+    s = get_solver(solver)
+    if s.stochastic:
+        from ..solvers import list_solvers
+
+        ok = ", ".join(r["name"] for r in list_solvers() if not r["stochastic"] and not r.get("adaptive"))
+        raise ValueError(f"{owner}: solver {solver!r} is stochastic, so the sample is not a function of the noise "
+                         f"searched; accepted: a deterministic solver ({ok}); for best-of-N over a stochastic "
+                         f"sampler use method 'best-of-n'")
+    return solver
+
+
+REWARD_NAMES = ("class:N", "linear:A1,A2,...")
+
+
 def named_reward(name: str, prior: Denoiser) -> Reward:
     """Built-in rewards by name: ``"class:N"`` (log p(N | x0) from the shipped steering
-    classifier of the prior's dataset: never the metric network)."""
+    classifier of the prior's dataset: never the metric network) and ``"linear:a1,a2,..."``
+    (``<a, x>`` for a direction with one entry per data coordinate)."""
     kind, _, arg = name.partition(":")
     if kind == "class" and arg.strip().lstrip("-").isdigit():
         from ..models.verifier import classifier_reward
 
         return classifier_reward(prior, int(arg))
-    raise ValueError(f"unknown reward {name!r}; accepted: a Reward, a function f(x0) -> (B,), or 'class:N' "
-                     f"(a class of the prior's steering classifier)")
+    if kind == "linear" and arg:
+        try:
+            a = torch.tensor([float(v) for v in arg.split(",")], dtype=torch.float64)
+        except ValueError:
+            raise ValueError(f"reward {name!r}: the direction must be numbers separated by commas") from None
+        n = int(torch.Size(prior.shape).numel())
+        if a.numel() != n:
+            raise ValueError(f"reward {name!r} has {a.numel()} entries; the prior's samples have {n} coordinates")
+        return Linear(a.reshape(prior.shape))
+    raise ValueError(f"unknown reward {name!r}; accepted: a Reward, a function f(x0) -> (B,), or a name: "
+                     f"{', '.join(REWARD_NAMES)}")
 
 
 def steer(prior: Denoiser, reward: Any, method: str | SteerMethod = "fk", num: int = 16, particles: int = 8,
