@@ -16,6 +16,7 @@ import time
 import torch
 
 from ..bench.steer_exact import DEFAULT_METHODS, PARTICLES, PROBLEMS, run_steer_exact
+from ..bench.steer_mnist import run_steer_mnist, steer_mnist_report
 from ..bench.steer_report import steer_exact_report
 from ..io import atomic_save_tensor
 from ..models import load_model
@@ -87,6 +88,13 @@ def cmd_steer_bench(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     command = shlex.join(["diffsolve", *args.argv])
+    args.out = args.out or f"bench/results/steer-{args.kind}"
+    if args.kind == "mnist":
+        entries = run_steer_mnist(args.out + ".json", nfe=args.nfe, per_class=args.per_class,
+                                  grid_dir=os.path.dirname(os.path.abspath(args.out)), log=None if args.quiet else print)
+        md = steer_mnist_report(entries, args.out, command)
+        print(f"wrote {os.path.abspath(md)}")
+        return 0
     rows = run_steer_exact(args.out + ".csv", problems=tuple(args.problems), methods=tuple(args.methods),
                            particles=tuple(args.particles), num=args.num, progress=not args.quiet)
     md, png = steer_exact_report(rows, args.out, command,
@@ -119,12 +127,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("steer-bench", help="the steering benchmark on exact tilted targets: resumable CSV, "
                                            "Markdown, plots")
-    p.add_argument("kind", choices=("exact",), help="exact: mixtures with closed-form tilted targets")
+    p.add_argument("kind", choices=("exact", "mnist"),
+                   help="exact: mixtures with closed-form tilted targets; mnist: the unconditional MNIST model "
+                        "steered toward each class, judged by the metric network")
     p.add_argument("--problems", nargs="+", type=problem_name, default=list(PROBLEMS))
     p.add_argument("--methods", nargs="+", type=method_name, default=list(DEFAULT_METHODS))
     p.add_argument("--particles", nargs="+", type=positive_int, default=list(PARTICLES))
     p.add_argument("--num", type=positive_int, default=500, help="samples per cell")
-    p.add_argument("--out", default="bench/results/steer-exact", help="output prefix: PREFIX.csv, .md, .png")
+    p.add_argument("--per-class", type=positive_int, default=10, help="mnist: samples per class")
+    p.add_argument("--nfe", type=nfe_budget, default=20, help="mnist: the base sampler's NFE")
+    p.add_argument("--out", default=None, help="output prefix (default bench/results/steer-KIND): PREFIX.csv/.json, "
+                                               ".md, .png")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     add_quiet(p, "no progress bar")
     p.set_defaults(func=cmd_steer_bench)

@@ -4,7 +4,7 @@
 ``p(x) exp(lam r(x)) / Z``; :func:`methods` lists the methods with their papers and costs.
 """
 
-from . import bon, fk, tds  # noqa: F401  (register the methods)
+from . import bon, dts, fk, flowchef, path_search, rbf, search, tds  # noqa: F401  (register the methods)
 from .base import METHODS, SteerMethod, get_method, list_methods, steer
 
 methods = list_methods
