@@ -3,7 +3,12 @@ a class with the shipped steering classifier (``class:N``), judge with the metri
 
 Each configuration draws ``per_class`` samples for every class 0..9 (seeds disjoint per class)
 and reports the metric network's class accuracy, the Frechet distance to MNIST test (with the
-floor of as many real images), the counted network calls per sample and the wall time.  The
+floor of as many real images), the within-class diversity (:func:`diversity`: mean pairwise
+distance of the metric network's features within a class, divided by that of as many real test
+images of the class; 1 = as diverse as real digits), the counted network calls per sample and
+the wall time.  A configuration whose label starts with ``ink`` steers toward the continuous
+reward ``brightness`` (the mean pixel value: ink mass) instead, from the same unconditional
+model, and reports the mean ink of its samples.  The
 reference point is the class-conditional model (its own labels, CFG scale 1.25 as the README's
 command, ``dpm++2m``) at the same base NFE.  Results are appended to a JSON list, one entry per
 finished configuration (resumable: finished configurations are skipped).
@@ -37,6 +42,30 @@ DEFAULT_CONFIGS: tuple[tuple[str, str, int, float, dict], ...] = (
 )
 
 
+def diversity(x: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over classes of (mean pairwise feature distance of the samples of the class) /
+    (the same for as many MNIST test images of the class): 1 is as diverse as real digits."""
+    from ..data import mnist
+    from ..metrics import layer_outputs
+
+    real, real_y = mnist("test")
+
+    def spread(f: torch.Tensor) -> float:
+        d = torch.cdist(f, f)
+        n = f.shape[0]
+        return float(d.sum() / (n * (n - 1)))
+
+    ratios = []
+    for c in labels.unique().tolist():
+        xs = x[labels == c]
+        if xs.shape[0] < 2:
+            continue
+        rs = real[real_y == c][: xs.shape[0]]
+        ratios.append(spread(layer_outputs(xs, ("penultimate",))["penultimate"])
+                      / spread(layer_outputs(rs.float(), ("penultimate",))["penultimate"]))
+    return sum(ratios) / len(ratios)
+
+
 def _reference(model, nfe: int, labels: torch.Tensor, seeds: list[int]):
     res = sample(CFG(model, 1.25), NoiseSource.initial(seeds, model.shape), solver="dpm++2m", nfe=nfe, seeds=seeds,
                  cond={"labels": labels})
@@ -62,7 +91,8 @@ def run_steer_mnist(out_json: str, configs: Sequence[tuple] = DEFAULT_CONFIGS, *
             if method == "reference":
                 x, n = _reference(model, nfe, torch.full((per_class,), c), seeds)
             else:
-                res = steer(model, f"class:{c}", method, num=per_class, particles=K, nfe=nfe, lam=lam, seeds=seeds,
+                reward = "brightness" if name.startswith("ink") else f"class:{c}"
+                res = steer(model, reward, method, num=per_class, particles=K, nfe=nfe, lam=lam, seeds=seeds,
                             cond={"labels": torch.full((per_class,), null)}, **opts)
                 x, n = res.samples, res.nfe
             xs.append(x.float())
@@ -79,7 +109,8 @@ def run_steer_mnist(out_json: str, configs: Sequence[tuple] = DEFAULT_CONFIGS, *
                          title=f"{name}: {calls} calls/sample")
         entry = {"config": name, "method": method, "particles": K, "lam": lam, "options": opts, "nfe": nfe,
                  "calls_per_sample": calls, "num": int(x.shape[0]), "class_accuracy": q["class_accuracy"],
-                 "fd": q["fd"], "fd_floor": q["fd_floor"], "seconds": time.perf_counter() - t0}
+                 "fd": q["fd"], "fd_floor": q["fd_floor"], "diversity": diversity(x, y),
+                 "ink": float(((x.clamp(-1, 1) + 1) / 2).mean()), "seconds": time.perf_counter() - t0}
         done.append(entry)
         atomic_write_json(out_json, done)
         if log:
@@ -99,11 +130,13 @@ def steer_mnist_report(entries: Sequence[dict[str, Any]], prefix: str, command: 
              "training images (FD is biased upward at small n: compare rows at equal n). The reference is the "
              "class-conditional model with CFG 1.25 and dpm++2m at the same base NFE.", "",
              "| configuration | base NFE | calls / sample | samples | class accuracy | FD | FD / reference FD | "
-             "FD floor | seconds |", "|---|---|---|---|---|---|---|---|---|"]
+             "FD floor | diversity | mean ink | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         ratio = e["fd"] / ref["fd"] if ref else float("nan")
+        acc = "-" if e["config"].startswith("ink") else f"{100 * e['class_accuracy']:.1f}%"
+        div, ink = e.get("diversity", float("nan")), e.get("ink", float("nan"))
         lines.append(f"| {e['config']} | {e['nfe']} | {e['calls_per_sample']} | {e['num']} | "
-                     f"{100 * e['class_accuracy']:.1f}% | {e['fd']:.2f} | {ratio:.2f} | {e['fd_floor']:.2f} | "
+                     f"{acc} | {e['fd']:.2f} | {ratio:.2f} | {e['fd_floor']:.2f} | {div:.2f} | {ink:.3f} | "
                      f"{e['seconds']:.0f} |")
     lines.append("")
     md = prefix + ".md"

@@ -25,7 +25,7 @@ from ..checks import check_int, check_number
 from ..denoisers import Denoiser, as_denoiser
 from ..noise import check_seeds
 from ..registry import Registry
-from ..rewards import Linear, Reward, as_reward
+from ..rewards import FunctionReward, Linear, Reward, as_reward
 from ..sample import SampleResult
 from ..solvers import get_solver
 from ..validate import check_cond, check_nfe
@@ -96,13 +96,19 @@ def check_deterministic(owner: str, solver: str) -> str:
     return solver
 
 
-REWARD_NAMES = ("class:N", "linear:A1,A2,...")
+REWARD_NAMES = ("class:N", "linear:A1,A2,...", "brightness")
+
+
+def _brightness(x0: Tensor) -> Tensor:
+    """The mean value of a sample's coordinates (for images: ink mass, up to an affine map)."""
+    return x0.flatten(1).mean(1)
 
 
 def named_reward(name: str, prior: Denoiser) -> Reward:
     """Built-in rewards by name: ``"class:N"`` (log p(N | x0) from the shipped steering
     classifier of the prior's dataset: never the metric network) and ``"linear:a1,a2,..."``
-    (``<a, x>`` for a direction with one entry per data coordinate)."""
+    (``<a, x>`` for a direction with one entry per data coordinate) and ``"brightness"`` (the mean
+    coordinate: an image's ink mass, a continuous reward)."""
     kind, _, arg = name.partition(":")
     if kind == "class" and arg.strip().lstrip("-").isdigit():
         from ..models.verifier import classifier_reward
@@ -117,6 +123,8 @@ def named_reward(name: str, prior: Denoiser) -> Reward:
         if a.numel() != n:
             raise ValueError(f"reward {name!r} has {a.numel()} entries; the prior's samples have {n} coordinates")
         return Linear(a.reshape(prior.shape))
+    if name == "brightness":
+        return FunctionReward(_brightness, name="brightness")
     raise ValueError(f"unknown reward {name!r}; accepted: a Reward, a function f(x0) -> (B,), or a name: "
                      f"{', '.join(REWARD_NAMES)}")
 
