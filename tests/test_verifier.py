@@ -65,12 +65,27 @@ def test_input_gradient_is_finite_and_nonzero(test_images):
 
 def test_reward_is_log_p_of_the_label(test_images):
     x, y = test_images
-    reward = classifier_reward(MNIST_PRIOR, 3)
+    reward = classifier_reward(MNIST_PRIOR, 3, smoothing=None)
     assert isinstance(reward, ClassifierReward) and reward.name == "class:3"
     r = reward(x[:5])
     assert r.shape == (5,) and bool((r <= 0).all())
     threes = x[y == 3][:5]
     assert bool((reward(threes) > -0.1).all())  # log p(3 | a 3) near 0
+
+
+def test_default_reward_is_the_smoothed_verifier(test_images):
+    """class:N is the Gaussian smoothing (sigma 0.3, 8 fixed draws) of the raw reward: equal to
+    log mean_j p(3 | clamp(x) + 0.3 eps_j) computed by hand, still near 0 on real 3s."""
+    from diffsolve.rewards import Smoothed
+
+    x, y = test_images
+    smooth, raw = classifier_reward(MNIST_PRIOR, 3), classifier_reward(MNIST_PRIOR, 3, smoothing=None)
+    assert isinstance(smooth, Smoothed) and smooth.name == "class:3"
+    threes = x[y == 3][:4].float()
+    eps = smooth._noise(threes)
+    by_hand = torch.stack([raw(threes + 0.3 * e) for e in eps], 1).logsumexp(1) - torch.log(torch.tensor(8.0))
+    assert torch.allclose(smooth(threes), by_hand, atol=1e-5)
+    assert bool((smooth(threes) > -0.5).all())
 
 
 def test_classifier_reward_refuses_other_priors_and_bad_labels():

@@ -78,10 +78,21 @@ def load_verifier(name: str = "mnist") -> nn.Module:
     return net
 
 
-def classifier_reward(prior: Any, label: int):
+#: the smoothing of the shipped steering reward (``class:N``): sigma and draws of
+#: :class:`diffsolve.rewards.Smoothed`.  Measured (docs/steer.md, 50 steered samples, TDS K = 4,
+#: lam = 4): unsmoothed 90% metric-network accuracy, FD 92.7; smoothed 96%, FD 76.1.
+SMOOTHING = (0.3, 8)
+
+
+def classifier_reward(prior: Any, label: int, smoothing: tuple[float, int] | None = SMOOTHING):
     """``log p(label | x0)`` under the shipped verifier, as a
     :class:`diffsolve.rewards.ClassifierReward` named ``class:LABEL``, for a prior of MNIST's
-    shape (1, 28, 28) (e.g. ``diffsolve.load("mnist")``).  ``label``: a digit 0..9.
+    shape (1, 28, 28) (e.g. ``diffsolve.load("mnist")``).  ``label``: a digit 0..9.  The verifier
+    reads x0 clamped to [-1, 1], as the metric network and an image file do.  By default the
+    reward is the verifier's Gaussian smoothing (:data:`SMOOTHING`: noise 0.3, the largest it
+    was trained on, 8 fixed draws; :class:`diffsolve.rewards.Smoothed`): on unconditional samples
+    the verifier and the metric network agree on 74% only, and steering the raw verifier finds
+    its non-robust features; ``smoothing=None`` gives the raw ``log p(label | x0)``.
 
     >>> import torch
     >>> classifier_reward(torch.zeros(1), 3)  # doctest: +ELLIPSIS
@@ -89,7 +100,7 @@ def classifier_reward(prior: Any, label: int):
     ...
     ValueError: a steering classifier ships for MNIST priors only ...
     """
-    from ..rewards import ClassifierReward
+    from ..rewards import ClassifierReward, Smoothed
 
     shape = getattr(prior, "shape", None)
     try:
@@ -103,4 +114,16 @@ def classifier_reward(prior: Any, label: int):
     if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label <= 9:
         raise ValueError(f"label must be a digit class, an int in 0..9, got {label!r}")
     label = int(label)
-    return ClassifierReward(load_verifier("mnist"), label, name=f"class:{label}")
+    raw = ClassifierReward(load_verifier("mnist"), label, transform=_image_range, name=f"class:{label}")
+    if smoothing is None:
+        return raw
+    sigma, draws = smoothing
+    r = Smoothed(raw, sigma, draws)
+    r.name = f"class:{label}"
+    return r
+
+
+def _image_range(x: "torch.Tensor") -> "torch.Tensor":
+    """What an image file (and the metric network) holds: values clamped to the data range
+    [-1, 1], so that a steered sample cannot raise its reward with ink outside that range."""
+    return x.clamp(-1.0, 1.0)

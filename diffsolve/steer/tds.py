@@ -56,8 +56,8 @@ class Twist:
     ``lam grad_x0 twist(x0, s)``.  Each call keeps x0-hat and ``log p~_s`` of the batch it
     saw, for the weights."""
 
-    def __init__(self, reward, lam: float):
-        self.reward, self.lam = reward, lam
+    def __init__(self, reward, lam: float, proposal_scale: float = 1.0):
+        self.reward, self.lam, self.push = reward, lam, proposal_scale
         self.x0: Tensor | None = None
         self.log: Tensor | None = None
         self.calls = 0
@@ -65,7 +65,7 @@ class Twist:
     def __call__(self, x0: Tensor, s) -> Tensor:
         self.x0, self.log = x0, self.lam * self.reward.twist(x0, s).to(torch.float64)
         self.calls += x0.shape[0]
-        return self.lam * self.reward.twist_grad(x0, s)
+        return self.push * self.lam * self.reward.twist_grad(x0, s)
 
 
 class TwistedWeights:
@@ -100,14 +100,14 @@ class TwistedWeights:
 
 
 def run_tds(prior, reward, lam: float, *, K: int, steps: int, seeds: list[int], cond: dict, scheme: str,
-            threshold: float, schedule: str, progress: bool = False) -> SampleResult:
+            threshold: float, schedule: str, progress: bool = False, proposal_scale: float = 1.0) -> SampleResult:
     """TDS with K particles per sample over ``steps`` DDPM steps ending at the path's s_min:
     one sample per seed.  ``res.nfe`` = (forward calls + VJPs) x K (per returned sample)."""
     n = len(seeds)
     pseeds = particle_seeds(seeds, K)
     grid = make_schedule(schedule, steps, path=getattr(prior, "path", None), final="s_min")
     start = grid[0].item() * NoiseSource.initial(pseeds, prior.shape)
-    twist = Twist(reward, lam)
+    twist = Twist(reward, lam, proposal_scale)
     twisted = VJPGuided(prior, twist)                                  # the proposal [TDS Eq. 9]
     P = Particles(seeds, K, scheme, threshold)
     hook = TwistedWeights(twist, P, start)
@@ -129,7 +129,11 @@ class TDS(SteerMethod):
 
     * ``resample`` (default ``"systematic"``; or ``"stratified"``, ``"multinomial"``);
     * ``ess_threshold`` (default 0.5): resample when ESS < threshold x K, in [0, 1];
-    * ``schedule`` (default ``"karras"``): the DDPM grid, ending at the path's s_min.
+    * ``schedule`` (default ``"karras"``): the DDPM grid, ending at the path's s_min;
+    * ``proposal_scale`` (default 1.0, the paper's proposal): the proposal's shift is this
+      multiple of the twist's gradient.  The weights use the proposal actually taken, so the
+      target stays p exp(lam r) for any value; a stronger push helps when few particles must
+      find a rare region (a class of a weak unconditional model).
 
     Cost: per step one network call and one VJP for each of the K particles.
     """
@@ -141,13 +145,15 @@ class TDS(SteerMethod):
     needs = ("grad",)
     exact = True
 
-    def __init__(self, resample: str = "systematic", ess_threshold: float = 0.5, schedule: str = "karras"):
+    def __init__(self, resample: str = "systematic", ess_threshold: float = 0.5, schedule: str = "karras",
+                 proposal_scale: float = 1.0):
+        self.push = check_number("tds", "proposal_scale", proposal_scale, 0)
         self.scheme = check_choice("tds", "resample", resample, SCHEMES)
         self.threshold = check_number("tds", "ess_threshold", ess_threshold, 0, 1)
         self.schedule = check_choice("tds", "schedule", schedule, tuple(SCHEDULES))
 
     def run(self, prior, reward, *, num, particles, nfe, lam, seeds, cond, progress=False):
         res = run_tds(prior, reward, lam, K=particles, steps=nfe, seeds=seeds, cond=cond, scheme=self.scheme,
-                      threshold=self.threshold, schedule=self.schedule, progress=progress)
+                      threshold=self.threshold, schedule=self.schedule, progress=progress, proposal_scale=self.push)
         res.info["reward"] = reward(res.samples)
         return res
