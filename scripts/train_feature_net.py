@@ -38,21 +38,9 @@ from diffsolve.io import atomic_write, atomic_write_json  # noqa: E402
 from diffsolve.metrics.features import WEIGHTS_DIR, WEIGHTS_FILE, MnistNet  # noqa: E402
 from diffsolve.metrics.frechet import FLOOR_FILE, REFERENCES, feature_stats, frechet_from_stats  # noqa: E402
 from diffsolve.metrics.precision_recall import knn_metrics  # noqa: E402
+from diffsolve.train.verifier import random_shift  # noqa: E402
 
 FLOOR_SIZES = (500, 1000, 2000, 5000, 10000, 25000, 50000)
-
-
-def random_shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
-    """Translate each image by an integer offset in [-max_shift, max_shift]^2 (background -1)."""
-    if max_shift == 0:
-        return x
-    B, _, H, W = x.shape
-    xp = F.pad(x, (max_shift,) * 4, value=-1.0)
-    dy = torch.randint(0, 2 * max_shift + 1, (B,), generator=g)
-    dx = torch.randint(0, 2 * max_shift + 1, (B,), generator=g)
-    rows = (dy[:, None] + torch.arange(H))[:, :, None]
-    cols = (dx[:, None] + torch.arange(W))[:, None, :]
-    return xp[torch.arange(B)[:, None, None], 0, rows, cols][:, None]
 
 
 @torch.no_grad()

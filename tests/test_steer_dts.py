@@ -15,6 +15,7 @@ import diffsolve.steer.dts  # noqa: F401  (registers dts, dts* even before steer
 from diffsolve.denoisers.base import DenoiserWrapper
 from diffsolve.metrics.exact import mode_tv
 from diffsolve.rewards import Linear
+from rows import RowCounter as Rows
 
 G = diffsolve.exact_model("gmm-2d")
 R = Linear(torch.tensor([2.0, 0.0]))
@@ -22,16 +23,6 @@ TILTED, _ = R.tilt(G, 1.0)
 NFE = 10
 
 
-class Rows(DenoiserWrapper):
-    """Counts network evaluations (rows) independently of the method."""
-
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.rows = 0
-
-    def denoise(self, y, s, **cond):
-        self.rows += y.shape[0]
-        return self.inner(y, s, **cond)
 
 
 def _se(x):

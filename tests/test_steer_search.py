@@ -9,28 +9,18 @@ import pytest
 import torch
 
 import diffsolve
-from diffsolve.denoisers import DenoiserWrapper
 from diffsolve.noise import NoiseSource
 from diffsolve.rewards import FunctionReward, Linear
 from diffsolve.steer.bon import BestOfN
 from diffsolve.steer.path_search import PathSearch, renoise, search_stops
 from diffsolve.steer.search import RandomSearch, neighbours
+from rows import RowCounter
 
 G = diffsolve.exact_model("gmm-2d")
 R = Linear(torch.tensor([2.0, 0.0]))
 SEARCHES = ("random-search", "zero-order", "path-search")
 
 
-class RowCounter(DenoiserWrapper):
-    """Counts the rows the network sees: every network evaluation of one sample."""
-
-    def __init__(self, inner):
-        super().__init__(inner)
-        self.rows = 0
-
-    def denoise(self, y, s, **cond):
-        self.rows += y.shape[0]
-        return self.inner(y, s, **cond)
 
 
 def base_rewards(seeds, nfe=20):
