@@ -136,8 +136,6 @@ class Linear(Reward):
         >>> t.means.tolist(), log_z                   # mean + lam C a = 1; log Z = lam^2 C / 2
         ([[1.0]], 0.25)
         """
-        from .models.gmm import GaussianMixture
-
         a = self.a.flatten()
         if a.numel() != gmm.dim:
             raise ValueError(f"the direction has {a.numel()} entries; the mixture's data has {gmm.dim}")
@@ -146,7 +144,7 @@ class Linear(Reward):
         aCa = (Ca * a).sum(1)
         logm = torch.log(gmm.weights) + lam * (gmm.means @ a) + 0.5 * lam * lam * aCa
         log_z = float(torch.logsumexp(logm, 0))
-        tilted = GaussianMixture(torch.exp(logm - log_z), gmm.means + lam * Ca, gmm.c, gmm.U, gmm.d,
+        tilted = type(gmm)(torch.exp(logm - log_z), gmm.means + lam * Ca, gmm.c, gmm.U, gmm.d,
                                  shape=gmm.shape, name=f"{gmm.name}-tilted")
         return tilted, log_z
 
