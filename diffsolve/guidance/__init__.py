@@ -1,6 +1,9 @@
 """Guidance as Denoisers that wrap Denoisers (DESIGN.md, "Denoisers compose")."""
 
+from .adaptive import AdaptiveGuidance
+from .autoguidance import Autoguidance
 from .cfg import CFG
+from .free import Recurrent, RowRewards, UniversalGuidance
 from .gradient import VJPGuided
 
-__all__ = ["CFG", "VJPGuided"]
+__all__ = ["CFG", "VJPGuided", "AdaptiveGuidance", "Autoguidance", "UniversalGuidance", "Recurrent", "RowRewards"]

@@ -84,30 +84,50 @@ class CFG(DenoiserWrapper):
                              f"the null label {self.null_label}, or sample the inner denoiser without CFG")
         return self.inner.check(y, cond)
 
-    def denoise(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
+    def labels_of(self, cond: dict[str, Any], y: Tensor) -> Tensor:
+        """Pop the labels from ``cond`` as one LongTensor label per row of ``y``."""
         labels = cond.pop(self.cond_key, None)
         if labels is None:
-            raise ValueError(f"CFG needs {self.cond_key}=... (one label per row, or one for all)")
-        b = y.shape[0]
+            raise ValueError(f"{type(self).__name__} needs {self.cond_key}=... (one label per row, or one for all)")
         labels = torch.as_tensor(labels, device=y.device).long()
-        if labels.ndim == 0:
-            labels = labels.expand(b)
+        return labels.expand(y.shape[0]) if labels.ndim == 0 else labels
+
+    def branches(self, y: Tensor, s: Tensor | float, labels: Tensor, cond: dict[str, Any],
+                 rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One batched network evaluation of the conditional denoiser on every row and of the
+        null-label denoiser on ``rows`` (a (B,) bool mask; None: all rows): ``B + rows.sum()``
+        rows, conditional rows first.  Returns ``(d_cond, d_uncond)`` with ``d_uncond`` holding
+        the selected rows only."""
+        b = y.shape[0]
+
+        def both(v: Any) -> Any:
+            if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b:
+                return torch.cat([v, v if rows is None else v[rows.to(v.device)]])
+            return v
+
+        null = torch.full_like(labels, self.null_label)
+        s2 = s if isinstance(s, float) else both(s)
+        out = self.inner(both(y), s2, **{self.cond_key: torch.cat([labels, null if rows is None else
+                                                                   null[rows.to(labels.device)]])},
+                         **{k: both(v) for k, v in cond.items()})
+        return out[:b], out[b:]
+
+    def inside(self, s: Tensor | float) -> Tensor | bool:
+        """Where guidance applies: ``s_lo <= s <= s_hi`` (a Python bool for a float level, else a
+        (B,) bool tensor)."""
         lo, hi = self.interval
         if isinstance(s, float):  # one level for the batch: one Python decision, the level stays a float
-            inside: Tensor | bool = lo <= s <= hi
-            any_inside = inside
-        else:
-            inside = (s >= lo) & (s <= hi)
-            any_inside = bool(inside.any())
+            return lo <= s <= hi
+        return (s >= lo) & (s <= hi)
+
+    def denoise(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
+        labels = self.labels_of(cond, y)
+        inside = self.inside(s)
+        any_inside = inside if isinstance(inside, bool) else bool(inside.any())
         if self.scale == 1.0 or not any_inside:
             return self.inner(y, s, **{self.cond_key: labels}, **cond)
         # one batched evaluation of 2B rows: [conditional; unconditional]
-        null = torch.full_like(labels, self.null_label)
-        both = {k: (torch.cat([v, v]) if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b else v)
-                for k, v in cond.items()}
-        s2 = s if isinstance(s, float) else torch.cat([s, s])
-        out = self.inner(torch.cat([y, y]), s2, **{self.cond_key: torch.cat([labels, null])}, **both)
-        d_cond, d_uncond = out[:b], out[b:]
+        d_cond, d_uncond = self.branches(y, s, labels, cond)
         guided = d_uncond + self.scale * (d_cond - d_uncond)  # [CFG Eq. 6] in canonical (x0) form
         if inside is True:
             return guided
