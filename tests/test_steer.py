@@ -183,3 +183,21 @@ def test_particles_resample_only_low_ess_groups():
     new, _ = P.resample(st, 1)
     assert new.y[:4, 0].tolist() == [0, 1, 2, 3] and new.y[4:, 0].tolist() == [4, 4, 4, 4]
     assert new.noise.seeds == list(range(8)) and P.resampled == 1
+
+
+def test_cli_steer_prints_calls_rewards_and_distances_to_the_tilt(capsys):
+    from diffsolve.cli import main
+
+    rc = main(["steer", "--model", "gmm-2d", "--reward", "linear:2,0", "--method", "fk", "--particles", "16",
+               "--num", "400", "--out", "", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "320 network calls per sample" in text and "exact tilted target" in text
+    tv = float(text.split("mode-weight TV ")[1].split()[0])
+    assert tv < 0.15, text   # FK at 16 particles is near the tilt (prior: 0.5)
+
+
+def test_cli_steer_refuses_a_bad_reward(capsys):
+    from diffsolve.cli import main
+
+    rc = main(["steer", "--model", "gmm-2d", "--reward", "class:3", "--num", "4", "--out", "", "--quiet"])
+    assert rc == 2 and "MNIST priors only" in capsys.readouterr().err

@@ -22,7 +22,9 @@ from ..io import atomic_save_tensor
 from ..models import load_model
 from ..plots import save_samples
 from ..steer import METHODS, steer
-from ..steer.base import REWARD_NAMES
+from ..models.gmm import GaussianMixture
+from ..rewards import Linear
+from ..steer.base import REWARD_NAMES, named_reward
 from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, float_range, json_object, model_name, name_in, nfe_budget,
                    nonneg_int, output_file, positive_int)
 from .sample import quality_lines
@@ -53,9 +55,13 @@ def cmd_steer(args: argparse.Namespace) -> int:
     elif args.label is not None:
         raise UsageError(f"argument --label: model {args.model!r} takes no labels")
     seeds = list(range(args.seed, args.seed + args.num))
+    try:
+        reward = named_reward(args.reward, model)
+    except ValueError as e:
+        raise UsageError(f"argument --reward: {e}") from None
     t0 = time.perf_counter()
     try:
-        res = steer(model, args.reward, args.method, num=args.num, particles=args.particles, nfe=args.nfe,
+        res = steer(model, reward, args.method, num=args.num, particles=args.particles, nfe=args.nfe,
                     lam=args.lam, seeds=seeds, cond=cond, progress=not args.quiet, **args.options)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
@@ -76,10 +82,14 @@ def cmd_steer(args: argparse.Namespace) -> int:
         print(f"particles: mean ESS {sum(res.info['ess']) / len(res.info['ess']):.2f} of {args.particles}, "
               f"{res.info.get('resampled', 0)} population resamplings")
     if args.metrics:
-        target = None
-        if args.reward.startswith("class:"):
-            target = torch.full((args.num,), int(args.reward.split(":")[1]))
-        for line in quality_lines(model, x, target):
+        if isinstance(model, GaussianMixture) and isinstance(reward, Linear):  # the exact tilted target
+            tilt, _ = reward.tilt(model, args.lam)
+            print(f"against the exact tilted target p(x) exp({args.lam:g} r(x)) / Z:")
+            lines = quality_lines(tilt, x.double(), None)[1:]
+        else:
+            target = torch.full((args.num,), int(args.reward.split(":")[1])) if args.reward.startswith("class:") else None
+            lines = quality_lines(model, x, target)
+        for line in lines:
             print(line)
     return 0
 
