@@ -3,7 +3,9 @@
 from .adaptive import AdaptiveGuidance
 from .autoguidance import Autoguidance
 from .cfg import CFG
+from .classifier import ClassifierGuidance
 from .free import Recurrent, RowRewards, UniversalGuidance
 from .gradient import VJPGuided
 
-__all__ = ["CFG", "VJPGuided", "AdaptiveGuidance", "Autoguidance", "UniversalGuidance", "Recurrent", "RowRewards"]
+__all__ = ["CFG", "VJPGuided", "AdaptiveGuidance", "Autoguidance", "UniversalGuidance", "Recurrent", "RowRewards",
+           "ClassifierGuidance"]

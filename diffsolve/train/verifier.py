@@ -126,14 +126,16 @@ def _lr(cfg: VerifierConfig, step: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
-def _load_state(path: str) -> dict:
+def _load_state(path: str, fmt: str = FORMAT, what: str = "verifier") -> dict:
+    """The training state at ``path``, refused unless it was written by a ``fmt`` trainer
+    (shared with :mod:`diffsolve.train.noisy_classifier`)."""
     try:
         st = torch.load(path, weights_only=False)
     except Exception as e:  # pickle / zip errors of a damaged file
         raise ValueError(f"{path}: not a readable training state ({type(e).__name__}: {e}); "
                          "use a new out_dir or resume=False") from None
-    if not isinstance(st, dict) or st.get("format") != FORMAT or not isinstance(st.get("config"), dict):
-        raise ValueError(f"{path}: not a verifier training state; use a new out_dir or resume=False")
+    if not isinstance(st, dict) or st.get("format") != fmt or not isinstance(st.get("config"), dict):
+        raise ValueError(f"{path}: not a {what} training state; use a new out_dir or resume=False")
     return st
 
 
