@@ -142,7 +142,8 @@ def guidance_mnist_report(entries: Sequence[dict[str, Any]], prefix: str, comman
              "class-conditional model; classifier and universal guidance the unconditional one (null label).", "",
              "| configuration | NFE | rows / sample | aux / sample | samples | class accuracy | FD | FD / CFG 1.25's "
              "| FD floor | diversity | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for e in entries:
+    order = {c[0]: i for i, c in enumerate(DEFAULT_CONFIGS)}
+    for e in sorted(entries, key=lambda e: order.get(e["config"], len(order))):  # a resumed file: the table's order
         ratio = f"{e['fd'] / ref['fd']:.2f}" if ref else "-"
         name = e["config"] + (f" (gamma {e['gamma']:g}, s_check {e['s_check'] or 'inf'}, "
                               f"{100 * e['saved']:.0f}% rows saved)" if e["kind"] == "adaptive" else "")

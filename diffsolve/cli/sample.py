@@ -131,8 +131,16 @@ def _labels(args: argparse.Namespace, model: Any) -> Tensor | None:
     return torch.tensor([args.label[i % len(args.label)] for i in range(args.num)])
 
 
+#: ``--guide``: classifier-free guidance (the default), Adaptive Guidance, and the guidance of the
+#: unconditional MNIST model by a classifier (noisy classifier on y) or a reward (verifier on x0-hat)
+GUIDES = ("cfg", "adaptive-cfg", "classifier", "free")
+
+
 def _guided(args: argparse.Namespace, model: Any, labels: Tensor | None) -> tuple[Any, str]:
-    """The denoiser to sample (the model, or CFG around it) and the words describing it."""
+    """The denoiser to sample (the model, or guidance around it) and the words describing it."""
+    guide = vars(args).get("guide", "cfg")
+    if guide != "cfg":
+        return _other_guide(args, guide, model, labels)
     if args.guidance == 1.0 and args.guidance_interval is None:
         return model, ""
     if labels is None:
@@ -142,6 +150,44 @@ def _guided(args: argparse.Namespace, model: Any, labels: Tensor | None) -> tupl
         raise UsageError(f"argument --guidance-interval: S_LO {lo:g} must be below S_HI {hi:g}")
     words = f", guidance {args.guidance:g}" + (f" on s in [{lo:g}, {hi:g}]" if args.guidance_interval else "")
     return CFG(model, scale=args.guidance, interval=(lo, hi)), words
+
+
+def _other_guide(args: argparse.Namespace, guide: str, model: Any, labels: Tensor | None) -> tuple[Any, str]:
+    """``--guide adaptive-cfg|classifier|free``: Adaptive Guidance (its default s_check and gamma)
+    around the conditional model, or the unconditional MNIST model steered toward ``--label`` by
+    the noise-conditional classifier (classifier guidance) or the steering verifier read at
+    x0-hat (universal guidance)."""
+    from ..guidance import AdaptiveGuidance, ClassifierGuidance, RowRewards, UniversalGuidance
+
+    if labels is None:
+        raise UsageError(f"--guide {guide} needs --label (guidance steers towards the labels)")
+    if args.out_dir is not None:
+        raise UsageError(f"argument --guide: {guide} is not available with --out-dir (sharded runs record "
+                         "classifier-free guidance only); use --guide cfg or draw without --out-dir")
+    if guide == "adaptive-cfg":
+        lo, hi = args.guidance_interval or (0.0, float("inf"))
+        if lo >= hi:
+            raise UsageError(f"argument --guidance-interval: S_LO {lo:g} must be below S_HI {hi:g}")
+        ag = AdaptiveGuidance(model, scale=args.guidance, interval=(lo, hi))
+        return ag, f", adaptive guidance {args.guidance:g} (gamma {ag.gamma:g}, s_check {ag.s_check:g})"
+    if args.guidance_interval is not None:
+        raise UsageError(f"argument --guidance-interval: only with --guide cfg or adaptive-cfg, not {guide}")
+    if tuple(getattr(model, "shape", ())) != (1, 28, 28) or getattr(model, "null_label", None) is None:
+        raise UsageError(f"argument --guide: {guide} guidance steers the unconditional MNIST model with the shipped "
+                         f"MNIST classifiers; model {args.model!r} is not MNIST-shaped with a null label "
+                         "(use --model mnist, or --guide cfg)")
+    if args.guidance < 0:
+        raise UsageError(f"argument --guidance: {guide} guidance needs a scale >= 0, got {args.guidance:g}")
+    if guide == "classifier":
+        from ..models.noisy_classifier import load_noisy_classifier
+
+        return (ClassifierGuidance(model, load_noisy_classifier(), scale=args.guidance),
+                f", classifier guidance {args.guidance:g} on the unconditional model")
+    from ..models.verifier import classifier_reward
+
+    reward = RowRewards([classifier_reward(model, c) for c in range(10)], labels)
+    return (UniversalGuidance(model, reward, scale=args.guidance),
+            f", universal guidance {args.guidance:g} on the unconditional model")
 
 
 #: flags of sharded sampling (``--out-dir``), refused without it
@@ -221,6 +267,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed, args.seed + args.num))
     noise = NoiseSource.initial(seeds, tuple(model.shape))
     cond = {"labels": labels} if labels is not None else {}
+    if vars(args).get("guide") == "free":  # the reward steers toward the labels; the model runs unconditional
+        cond = {"labels": torch.full_like(labels, model.null_label)}
     try:
         res = sample(den, noise, solver=args.solver, nfe=nfe, schedule=args.schedule, seeds=seeds, cond=cond,
                      progress=not args.quiet, **({"path": args.path} if args.path else {}), **tolerances)
@@ -262,7 +310,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_arg, default=0, help="first per-sample seed")
     p.add_argument("--label", type=nonneg_int, nargs="+", default=None, help="class labels (cycled) for conditional models")
     p.add_argument("--guidance", type=finite_float, default=1.0,
-                   help="classifier-free guidance scale (1 = the conditional model; needs --label)")
+                   help="guidance scale (cfg: 1 = the conditional model; needs --label)")
+    p.add_argument("--guide", choices=GUIDES, default="cfg",
+                   help="cfg: classifier-free guidance (default); adaptive-cfg: Adaptive Guidance (stops the "
+                        "unconditional branch per sample once it agrees with the conditional one); classifier / "
+                        "free: the unconditional MNIST model steered toward --label by the shipped noisy classifier "
+                        "(classifier guidance) or the steering verifier at x0-hat (universal guidance); --guidance "
+                        "is the scale (docs/guidance.md)")
     p.add_argument("--guidance-interval", type=nonneg_float, nargs=2, default=None, metavar=("S_LO", "S_HI"),
                    help="guide only at canonical noise levels in [S_LO, S_HI] (Kynkaanniemi et al. 2024)")
     p.add_argument("--no-metrics", dest="metrics", action="store_false",
