@@ -26,7 +26,6 @@ Files in ``out_dir``:
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from typing import Any
@@ -35,12 +34,13 @@ import torch
 from torch import Tensor, nn
 
 from ..data import load_dataset
-from ..io import atomic_write, atomic_write_text, remove_orphans
+from ..io import atomic_write
 from ..models.checkpoint_files import check_weights_dtype
 from ..nets import build_net, num_params
 from ..paths import get_path
-from .config import TrainConfig, config_differences, require_int, require_real
+from .config import TrainConfig, require_int, require_real
 from .losses import diffusion_loss
+from .rundir import check_resume_config, log_window, prepare_out_dir, progress_bar, read_state, rewrite_log
 
 __all__ = ["TrainConfig", "train", "ema_update"]
 
@@ -106,11 +106,7 @@ def _meta(cfg: TrainConfig, arch_kwargs: dict, data: Tensor, labels: Tensor | No
 
 def _load_state(state_path: str) -> dict:
     """The resumable state written by :func:`_save_state`; an unreadable file is named."""
-    try:
-        st = torch.load(state_path, weights_only=False)
-    except Exception as e:  # pickle / zip errors of a damaged file
-        raise ValueError(f"{state_path}: not a readable training state ({type(e).__name__}: {e}); "
-                         "use a new out_dir or resume=False") from None
+    st = read_state(state_path)
     if not isinstance(st, dict) or not isinstance(st.get("config"), dict):
         raise ValueError(f"{state_path}: not a diffsolve training state (no 'config'); use a new out_dir or resume=False")
     return st
@@ -149,13 +145,7 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     require_real("ckpt_every_s", ckpt_every_s, ">= 0", lambda v: v >= 0)
     if max_seconds is not None:
         require_real("max_seconds", max_seconds, ">= 0", lambda v: v >= 0)
-    if not isinstance(out_dir, (str, os.PathLike)):
-        raise TypeError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir {out_dir!r} is a file; pass a directory (new or one to resume)")
-    torch.set_num_threads(cfg.threads)
-    os.makedirs(out_dir, exist_ok=True)
-    orphans = remove_orphans(out_dir)  # left by a kill during a checkpoint write
+    orphans = prepare_out_dir(out_dir, cfg.threads)  # removes what a kill during a checkpoint write left
     data, labels = load_dataset(cfg.data, cfg.data_split)
     data = data.float()
     if not cfg.conditional:
@@ -168,10 +158,7 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     state_path = os.path.join(out_dir, "state.pt")
     if resume and os.path.exists(state_path):
         st = _load_state(state_path)
-        diff = config_differences(st["config"], cfg.to_dict(), ignore=("steps", "threads"))  # these may change
-        if diff:
-            raise ValueError(f"{state_path} was written by another configuration ({'; '.join(diff)}, "
-                             "checkpoint -> now); use a new out_dir, resume=False, or the checkpoint's settings")
+        check_resume_config(state_path, st["config"], cfg.to_dict(), ("steps", "threads"))  # these may change
         net.load_state_dict(st["net"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
@@ -181,8 +168,7 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
     n = data.shape[0]
     num_classes = int(arch_kwargs.get("num_classes", 0))
     # the log restarts from what the checkpoint knows (drops lines of steps that were redone)
-    atomic_write_text(os.path.join(out_dir, "log.jsonl"),
-                      "".join(json.dumps({"step": a, "loss": b, "seconds": c}) + "\n" for a, b, c in losses))
+    rewrite_log(out_dir, losses)
 
     def checkpoint() -> None:
         _save_state(out_dir, {"config": cfg.to_dict(), "net": net.state_dict(), "ema": ema.state_dict(),
@@ -192,11 +178,7 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
                  "final_loss": losses[-1][1] if losses else None, "command": command}
         save_checkpoint(os.path.join(out_dir, "model"), ema, _meta(cfg, arch_kwargs, data, labels, extra), export_dtype)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=f"train {cfg.data}")
+    bar = progress_bar(progress, cfg.steps, step, f"train {cfg.data}")
     t_start, last_ckpt = time.time(), time.time()
     base_elapsed = elapsed
     net.train()
@@ -227,13 +209,7 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
         elapsed = base_elapsed + time.time() - t_start
         window.append(loss.item())
         if step % log_every == 0:
-            mean = sum(window) / len(window)
-            window.clear()
-            losses.append([step, mean, round(elapsed, 1)])
-            with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
-                f.write(json.dumps({"step": step, "loss": mean, "seconds": round(elapsed, 1)}) + "\n")
-            if bar is not None:
-                bar.set_postfix(loss=f"{mean:.4f}")
+            log_window(out_dir, step, elapsed, window, losses, bar)
         if bar is not None:
             bar.update(1)
         due = (ckpt_every is not None and step % ckpt_every == 0) or (time.time() - last_ckpt >= ckpt_every_s)
