@@ -141,7 +141,8 @@ def steer_mnist_report(entries: Sequence[dict[str, Any]], prefix: str, command: 
              "FD floor | diversity | mean ink | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         ratio = e["fd"] / ref["fd"] if ref else float("nan")
-        acc = "-" if e["config"].startswith("ink") else f"{100 * e['class_accuracy']:.1f}%"
+        unsteered = e["method"] != "reference" and e["lam"] == 0   # no class asked for: accuracy is chance
+        acc = "-" if e["config"].startswith("ink") or unsteered else f"{100 * e['class_accuracy']:.1f}%"
         div, ink = e.get("diversity", float("nan")), e.get("ink", float("nan"))
         lines.append(f"| {e['config']} | {e['nfe']} | {e['calls_per_sample']} | {e['num']} | "
                      f"{acc} | {e['fd']:.2f} | {ratio:.2f} | {e['fd_floor']:.2f} | {div:.2f} | {ink:.3f} | "
