@@ -76,3 +76,25 @@ def test_bad_combinations_are_usage_errors(tmp_path, capsys, flags, words):
     assert main(["sample", *flags, "--num", "4", "--nfe", "5", "--quiet", *out]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def test_guidance_bench_cli_writes_and_resumes(tmp_path, capsys):
+    import json
+
+    from diffsolve.bench.guidance_mnist import DEFAULT_CONFIGS
+
+    out = str(tmp_path / "g")
+    assert main(["guidance-bench", "mnist", "--per-class", "2", "--nfe", "2", "--out", out, "--quiet"]) == 0
+    entries = json.load(open(out + ".json"))
+    assert [e["config"] for e in entries] == [c[0] for c in DEFAULT_CONFIGS]
+    by = {e["kind"] + str(e["scale"]): e for e in entries}
+    assert by["cfg2.0"]["rows_per_sample"] == 4 and by["cfg1.0"]["rows_per_sample"] == 2
+    assert 2 <= by["adaptive2.0"]["rows_per_sample"] <= 4 and by["free8.0"]["rows_per_sample"] == 4
+    assert by["classifier0.1"]["aux_per_sample"] == 2 and by["free8.0"]["aux_per_sample"] == 16   # 8 smoothing draws
+    md = open(out + ".md").read()
+    assert md.count("\n| ") == len(entries) + 1 and "guidance-bench mnist" in md
+    capsys.readouterr()
+    assert main(["guidance-bench", "mnist", "--per-class", "2", "--nfe", "2", "--out", out]) == 0
+    assert json.load(open(out + ".json")) == entries      # resumed: nothing recomputed
+    assert main(["guidance-bench", "mnist", "--out", str(tmp_path / "no" / "g")]) == 2
+    assert main(["guidance-bench", "mnist", "--per-class", "1"]) == 2    # diversity needs 2 samples of a class

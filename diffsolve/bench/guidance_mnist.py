@@ -15,7 +15,7 @@ times its smoothing draws, for universal guidance), and the wall time.
 * ``cfg``: :class:`~diffsolve.guidance.CFG` on the class-conditional model (scale 1 is the
   conditional model alone, 1 row per call);
 * ``adaptive``: :class:`~diffsolve.guidance.AdaptiveGuidance` with its default (s_check, gamma),
-  rows as counted by the wrapper;
+  rows as counted by the wrapper (scale 1 is the conditional model: 1 row per call);
 * ``classifier``: :class:`~diffsolve.guidance.ClassifierGuidance` on the *unconditional* model
   (null label) with the shipped noise-conditional classifier (scale 0 = the unconditional model);
 * ``free``: :class:`~diffsolve.guidance.UniversalGuidance` on the unconditional model with the
@@ -51,6 +51,7 @@ DEFAULT_CONFIGS: tuple[tuple[str, str, float, dict], ...] = (
     ("cfg 1 (conditional model)", "cfg", 1.0, {}),
     ("cfg 1.25", "cfg", 1.25, {}),
     ("cfg 2", "cfg", 2.0, {}),
+    ("adaptive 1 (conditional model)", "adaptive", 1.0, {}),
     ("adaptive 1.25", "adaptive", 1.25, {}),
     ("adaptive 2", "adaptive", 2.0, {}),
     ("unconditional (null label)", "classifier", 0.0, {}),
@@ -145,8 +146,9 @@ def guidance_mnist_report(entries: Sequence[dict[str, Any]], prefix: str, comman
     order = {c[0]: i for i, c in enumerate(DEFAULT_CONFIGS)}
     for e in sorted(entries, key=lambda e: order.get(e["config"], len(order))):  # a resumed file: the table's order
         ratio = f"{e['fd'] / ref['fd']:.2f}" if ref else "-"
-        name = e["config"] + (f" (gamma {e['gamma']:g}, s_check {e['s_check'] or 'inf'}, "
-                              f"{100 * e['saved']:.0f}% rows saved)" if e["kind"] == "adaptive" else "")
+        name = e["config"] + (f" (gamma {e['gamma']:g}, s_check {e['s_check'] or 'inf'}"
+                              f", {100 * e['saved']:.0f}% of CFG's rows saved)" if e["kind"] == "adaptive" and e["scale"] != 1.0
+                              else " (1 row per call)" if e["kind"] == "adaptive" else "")
         lines.append(f"| {name} | {e['nfe']} | {e['rows_per_sample']:.1f} | {e['aux_per_sample']:.0f} | {e['num']} | "
                      f"{100 * e['class_accuracy']:.1f}% | {e['fd']:.2f} | {ratio} | {e['fd_floor']:.2f} | "
                      f"{e['diversity']:.2f} | {e['seconds']:.0f} |")

@@ -11,7 +11,7 @@ import shlex
 import torch
 
 from ..bench.guidance_mnist import guidance_mnist_report, run_guidance_mnist
-from .args import add_quiet, nfe_budget, positive_int
+from .args import add_quiet, int_range, nfe_budget, positive_int
 
 __all__ = ["add_parser", "cmd_guidance_bench"]
 
@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                               "guidance): resumable JSON and Markdown")
     p.add_argument("kind", choices=("mnist",),
                    help="mnist: every guidance toward each class 0..9, judged by the metric network")
-    p.add_argument("--per-class", type=positive_int, default=10, help="samples per class")
+    p.add_argument("--per-class", type=int_range(2), default=10,
+                   help="samples per class (>= 2: diversity compares samples within a class)")
     p.add_argument("--nfe", type=nfe_budget, default=20, help="the sampler's NFE (dpm++2m)")
     p.add_argument("--out", default=None, help="output prefix (default bench/results/guidance-KIND): PREFIX.json, .md")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
