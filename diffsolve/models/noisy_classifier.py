@@ -13,16 +13,12 @@ the test accuracy at s = 0, 0.5, 1, 2, 5).
 
 from __future__ import annotations
 
-import json
-import os
-from functools import lru_cache
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..nets.noisy_classifier import NoisyClassifier
-from .checkpoint import WEIGHTS_DIR
+from .shipped_nets import ShippedNets
 
 __all__ = ["load_noisy_classifier", "noisy_classifier_meta", "NOISY_CLASSIFIERS"]
 
@@ -30,41 +26,17 @@ __all__ = ["load_noisy_classifier", "noisy_classifier_meta", "NOISY_CLASSIFIERS"
 NOISY_CLASSIFIERS = {"mnist": "mnist-noisy-classifier"}
 
 
-def _files(name: str) -> tuple[str, str]:
-    if not isinstance(name, str) or name not in NOISY_CLASSIFIERS:
-        raise ValueError(f"unknown noisy classifier {name!r}; accepted: {', '.join(NOISY_CLASSIFIERS)}")
-    base = os.path.join(WEIGHTS_DIR, NOISY_CLASSIFIERS[name])
-    for ext in (".json", ".safetensors"):
-        if not os.path.exists(base + ext):
-            raise FileNotFoundError(f"shipped noisy classifier {name!r} missing: {base + ext}; rebuild it with "
-                                    "diffsolve.train.noisy_classifier.train_noisy_classifier and export_noisy_classifier")
-    return base + ".json", base + ".safetensors"
+_NETS = ShippedNets("noisy classifier", NOISY_CLASSIFIERS, {"NoisyClassifier": NoisyClassifier},
+                    rebuild="diffsolve.train.noisy_classifier.train_noisy_classifier and export_noisy_classifier")
 
 
-@lru_cache(maxsize=None)
 def noisy_classifier_meta(name: str = "mnist") -> dict[str, Any]:
     """What made the shipped classifier (its JSON: architecture, training, accuracy by level)."""
-    with open(_files(name)[0]) as f:
-        return json.load(f)
-
-
-@lru_cache(maxsize=None)
-def _state(name: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(_files(name)[1])
+    return _NETS.meta(name)
 
 
 def load_noisy_classifier(name: str = "mnist") -> nn.Module:
     """The shipped noise-conditional classifier: a new module each call, eval mode, float32, CPU,
     parameters frozen (the input gradient flows).  ``net(y, s) -> logits (B, 10)`` for canonical
     states ``y`` (B, 1, 28, 28) and levels ``s`` (a number or a (B,) tensor, s >= 0)."""
-    meta = noisy_classifier_meta(name)
-    if meta.get("arch") != "NoisyClassifier":
-        raise ValueError(f"{_files(name)[0]}: unknown architecture {meta.get('arch')!r}; accepted: NoisyClassifier")
-    net = NoisyClassifier(**meta["arch_kwargs"])
-    net.load_state_dict({k: v.clone() for k, v in _state(name).items()})
-    net = net.float().eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return _NETS.load(name)

@@ -14,17 +14,14 @@ metric network, :mod:`diffsolve.metrics.features`).  Architecture and training:
 
 from __future__ import annotations
 
-import json
 import numbers
-import os
-from functools import lru_cache
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..nets.verifier import ResidualVerifier
-from .checkpoint import WEIGHTS_DIR
+from .shipped_nets import ShippedNets
 
 __all__ = ["load_verifier", "verifier_meta", "classifier_reward", "VERIFIERS"]
 
@@ -34,48 +31,20 @@ _SHAPES = {"mnist": (1, 28, 28)}
 _ARCHS = {"ResidualVerifier": ResidualVerifier}
 
 
-def _files(name: str) -> tuple[str, str]:
-    if name not in VERIFIERS:
-        raise ValueError(f"unknown verifier {name!r}; accepted: {', '.join(VERIFIERS)}")
-    base = os.path.join(WEIGHTS_DIR, VERIFIERS[name])
-    for ext in (".json", ".safetensors"):
-        if not os.path.exists(base + ext):
-            raise FileNotFoundError(f"shipped verifier {name!r} missing: {base + ext}; rebuild it with: "
-                                    "diffsolve train-verifier --out runs/verifier --export")
-    return base + ".json", base + ".safetensors"
+_NETS = ShippedNets("verifier", VERIFIERS, _ARCHS, rebuild="diffsolve train-verifier --out runs/verifier --export")
 
 
-@lru_cache(maxsize=None)
 def verifier_meta(name: str = "mnist") -> dict[str, Any]:
     """What made the shipped verifier ``name`` (its JSON: architecture kwargs, seed, steps, test
     accuracy, training seconds, torch version)."""
-    with open(_files(name)[0]) as f:
-        return json.load(f)
-
-
-@lru_cache(maxsize=None)
-def _state(name: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(_files(name)[1])
+    return _NETS.meta(name)
 
 
 def load_verifier(name: str = "mnist") -> nn.Module:
     """The shipped steering verifier ``name`` (``"mnist"``): a new module each call, eval mode,
     float32, CPU, parameters frozen (its *input* gradient still flows).  Input: images
     ``(B, 1, 28, 28)`` in [-1, 1]; output: logits ``(B, 10)``."""
-    if not isinstance(name, str) or name not in VERIFIERS:
-        raise ValueError(f"unknown verifier {name!r}; accepted: {', '.join(VERIFIERS)}")
-    meta = verifier_meta(name)
-    if meta.get("arch") not in _ARCHS:
-        raise ValueError(f"{_files(name)[0]}: unknown verifier architecture {meta.get('arch')!r}; "
-                         f"accepted: {', '.join(_ARCHS)}")
-    net = _ARCHS[meta["arch"]](**meta["arch_kwargs"])
-    net.load_state_dict({k: v.clone() for k, v in _state(name).items()})
-    net = net.float().eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return _NETS.load(name)
 
 
 #: the smoothing of the shipped steering reward (``class:N``): sigma and draws of
@@ -123,7 +92,7 @@ def classifier_reward(prior: Any, label: int, smoothing: tuple[float, int] | Non
     return r
 
 
-def _image_range(x: "torch.Tensor") -> "torch.Tensor":
+def _image_range(x: torch.Tensor) -> torch.Tensor:
     """What an image file (and the metric network) holds: values clamped to the data range
     [-1, 1], so that a steered sample cannot raise its reward with ink outside that range."""
     return x.clamp(-1.0, 1.0)
