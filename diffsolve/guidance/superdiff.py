@@ -179,6 +179,10 @@ class SuperDiff(DenoiserWrapper):
             raise ValueError("SuperDiff: the step's first evaluation was not at the state (a churn or "
                              "noise-raising solver such as edm-churn); the Ito estimator tracks increments "
                              "from the state: use ddpm, euler-maruyama, or a deterministic solver")
+        if self.mode == "and" and len(self.models) > 1 and ctx.state.noise is None:
+            raise ValueError("SuperDiff: mode='and' needs a stochastic solver (ddpm or euler-maruyama): with a "
+                             "deterministic one the densities stay equal but the ODE does not reach the "
+                             "intersection (measured: 1.1% of ddim samples there, 99.6% with euler-maruyama)")
         if not isinstance(s0, float):
             s0 = float(torch.as_tensor(s0).reshape(-1)[0])
         B, M = y0.shape[0], len(self.models)
