@@ -201,3 +201,18 @@ def test_cli_steer_refuses_a_bad_reward(capsys):
 
     rc = main(["steer", "--model", "gmm-2d", "--reward", "class:3", "--num", "4", "--out", "", "--quiet"])
     assert rc == 2 and "MNIST priors only" in capsys.readouterr().err
+
+
+def test_bench_steer_and_guidance_delegate_with_the_bench_commands_defaults(monkeypatch, tmp_path):
+    """`diffsolve bench --steer KIND` / `--guidance KIND` run steer-bench / guidance-bench with their
+    defaults (the options those commands would parse), writing to --out when given."""
+    from diffsolve.cli import guidance_bench, main, steer
+
+    seen = {}
+    monkeypatch.setattr(steer, "cmd_steer_bench", lambda ns: seen.setdefault("steer", ns) and 0)
+    monkeypatch.setattr(guidance_bench, "cmd_guidance_bench", lambda ns: seen.setdefault("guidance", ns) and 0)
+    assert main(["bench", "--steer", "exact", "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    assert main(["bench", "--guidance", "mnist", "--quiet"]) == 0
+    ns = seen["steer"]
+    assert ns.kind == "exact" and ns.out == str(tmp_path / "s") and ns.num == 500 and "fk" in ns.methods
+    assert seen["guidance"].kind == "mnist" and seen["guidance"].out is None and seen["guidance"].per_class == 10

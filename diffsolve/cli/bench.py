@@ -3,6 +3,8 @@
     diffsolve bench --models gmm-2d --nfes 4 8 --seeds 0 --batch 16 --out /tmp/b/tiny
     diffsolve bench --from-csv bench/results/gmm-2d.csv bench/results/gmm-64.csv --out bench/results/exact
     diffsolve bench --overhead --out bench/results/overhead
+    diffsolve bench --steer exact        (= diffsolve steer-bench exact, its defaults)
+    diffsolve bench --guidance mnist     (= diffsolve guidance-bench mnist, its defaults)
 
 Every flag is checked when parsed (unknown models, solvers, schedules, methods; budgets, seeds and
 sizes that are not positive), so nothing runs on a spec that cannot run.
@@ -69,8 +71,28 @@ def _sweep(args: argparse.Namespace) -> str:
     return csv_path
 
 
+_DEFAULT_OUT = "bench/results/bench"
+
+
+def _delegate(args: argparse.Namespace) -> int:
+    """``--steer KIND`` / ``--guidance KIND``: the steering or guidance benchmark with the defaults
+    of ``diffsolve steer-bench`` / ``guidance-bench`` (their own commands take every option)."""
+    from . import guidance_bench, steer
+    from ..bench.steer_exact import DEFAULT_METHODS, PARTICLES, PROBLEMS
+
+    out = None if args.out == _DEFAULT_OUT else args.out
+    common = dict(out=out, threads=args.threads, quiet=args.quiet, argv=args.argv, nfe=20, per_class=10)
+    if args.steer:
+        return steer.cmd_steer_bench(argparse.Namespace(kind=args.steer, problems=list(PROBLEMS),
+                                                        methods=list(DEFAULT_METHODS), particles=list(PARTICLES),
+                                                        num=500, **common))
+    return guidance_bench.cmd_guidance_bench(argparse.Namespace(kind=args.guidance, **common))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
+    if args.steer or args.guidance:
+        return _delegate(args)
     if args.overhead:
         return _overhead(args)
     csvs = list(args.from_csv or []) or [_sweep(args)]
@@ -99,7 +121,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prediction", type=prediction_name, default="eps",
                    help="prediction type of the exact models' network")
     p.add_argument("--ref-steps", type=positive_int, default=300, help="RK4 steps of the reference solution")
-    p.add_argument("--out", default="bench/results/bench", help="output prefix: PREFIX.csv, PREFIX.md, PREFIX.png")
+    p.add_argument("--out", default=_DEFAULT_OUT, help="output prefix: PREFIX.csv, PREFIX.md, PREFIX.png")
     p.add_argument("--from-csv", nargs="+", type=existing_file, default=None,
                    help="only write the report from existing sweep CSVs")
     p.add_argument("--ray", default=None, metavar="ADDRESS", type=library_check("ray_address", check_ray_address),
@@ -107,6 +129,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(checked at once: it must accept a connection)")
     p.add_argument("--ray-cpus", type=positive_int, default=None, help="CPUs of a local Ray cluster")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads of this process")
+    p.add_argument("--steer", choices=("exact", "mnist"), default=None,
+                   help="run the steering benchmark instead, with diffsolve steer-bench's defaults")
+    p.add_argument("--guidance", choices=("mnist",), default=None,
+                   help="run the guidance benchmark instead, with diffsolve guidance-bench's defaults")
     p.add_argument("--overhead", action="store_true",
                    help="measure loop overhead per step against diffusers instead (PREFIX.md/.json)")
     p.add_argument("--overhead-batch", nargs="+", type=positive_int, default=[1, 64])
