@@ -68,32 +68,33 @@ def repeat_cond(cond: dict[str, Any], num: int, K: int) -> dict[str, Any]:
             for k, v in cond.items()}
 
 
+def _check_kind(owner: str, solver: str, stochastic: bool, why: str, hint: str = "") -> str:
+    """``solver`` if its kind (stochastic or deterministic) is the one ``owner`` needs, else a
+    ValueError saying ``why`` and naming the solvers of the right kind (adaptive ones excluded
+    from the deterministic list: a fixed budget is needed)."""
+    if get_solver(solver).stochastic != stochastic:
+        from ..solvers import list_solvers
+
+        ok = ", ".join(r["name"] for r in list_solvers()
+                       if r["stochastic"] == stochastic and "adaptive" not in r["nfe"])
+        have, need = ("deterministic", "stochastic") if stochastic else ("stochastic", "deterministic")
+        raise ValueError(f"{owner}: solver={solver!r} is {have}, {why}; accepted: a {need} solver ({ok}){hint}")
+    return solver
+
+
 def check_stochastic(owner: str, solver: str) -> str:
     """Particle methods need fresh noise in every transition: a deterministic solver would
     make resampled copies identical forever; refuse it, naming the stochastic ones."""
-    s = get_solver(solver)
-    if not s.stochastic:
-        from ..solvers import list_solvers
-
-        ok = ", ".join(r["name"] for r in list_solvers() if r["stochastic"])
-        raise ValueError(f"{owner}: solver {solver!r} is deterministic, so resampled particles would stay copies "
-                         f"of each other; accepted: a stochastic solver ({ok})")
-    return solver
+    return _check_kind(owner, solver, True, "so resampled particles would stay copies of each other")
 
 
-def check_deterministic(owner: str, solver: str) -> str:
+def check_deterministic(owner: str, solver: str, why: str = "so the sample is not a function of the noise searched",
+                        hint: str = "; for best-of-N over a stochastic sampler use method 'best-of-n'") -> str:
     """Noise searches [Ma et al. 2025, Sec. 3.1] search over the ODE sampler's starting noise
-    (or re-noised states): the sample must be a function of the noise searched, so a stochastic
-    solver, whose later noise the search does not see, is refused, naming the deterministic ones."""
-    s = get_solver(solver)
-    if s.stochastic:
-        from ..solvers import list_solvers
-
-        ok = ", ".join(r["name"] for r in list_solvers() if not r["stochastic"] and not r.get("adaptive"))
-        raise ValueError(f"{owner}: solver {solver!r} is stochastic, so the sample is not a function of the noise "
-                         f"searched; accepted: a deterministic solver ({ok}); for best-of-N over a stochastic "
-                         f"sampler use method 'best-of-n'")
-    return solver
+    (or re-noised states), and FlowChef steers one ODE trajectory: the sample must be a function
+    of the noise, so a stochastic solver, whose later noise the method does not see, is refused,
+    naming the deterministic ones."""
+    return _check_kind(owner, solver, False, why, hint)
 
 
 REWARD_NAMES = ("class:N", "linear:A1,A2,...", "brightness")

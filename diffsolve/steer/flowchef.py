@@ -40,8 +40,7 @@ from torch import Tensor
 from ..checks import check_int, check_number
 from ..noise import NoiseSource
 from ..sample import sample
-from ..solvers import get_solver
-from .base import SteerMethod, register
+from .base import SteerMethod, check_deterministic, register
 
 __all__ = ["FlowChef", "FlowChefHook"]
 
@@ -101,13 +100,8 @@ class FlowChef(SteerMethod):
         self.max_rms = None if max_grad_rms is None else check_number("flowchef", "max_grad_rms", max_grad_rms, 0,
                                                                       low_open=True)
         self.inner = check_int("flowchef", "inner_steps", inner_steps, minimum=1, maximum=10_000)
-        if get_solver(solver).stochastic:
-            from ..solvers import list_solvers
-
-            ok = ", ".join(r["name"] for r in list_solvers() if not r["stochastic"] and "adaptive" not in r["nfe"])
-            raise ValueError(f"flowchef: solver={solver!r} is not accepted; accepted: a deterministic ODE solver "
-                             f"({ok})")
-        self.solver, self.schedule = solver, schedule
+        self.solver, self.schedule = check_deterministic(
+            "flowchef", solver, why="and FlowChef steers one deterministic ODE trajectory", hint=""), schedule
 
     def run(self, prior, reward, *, num, particles, nfe, lam, seeds, cond, progress=False):
         if particles != 1:
