@@ -152,8 +152,13 @@ class TDS(SteerMethod):
         self.threshold = check_number("tds", "ess_threshold", ess_threshold, 0, 1)
         self.schedule = check_choice("tds", "schedule", schedule, tuple(SCHEDULES))
 
+    def particles(self, prior, reward, lam: float, *, K: int, steps: int, seeds: list[int], cond: dict,
+                  progress: bool = False) -> SampleResult:
+        """:func:`run_tds` with this instance's options (the inverse-problem TDS runs it too)."""
+        return run_tds(prior, reward, lam, K=K, steps=steps, seeds=seeds, cond=cond, scheme=self.scheme,
+                       threshold=self.threshold, schedule=self.schedule, progress=progress, proposal_scale=self.push)
+
     def run(self, prior, reward, *, num, particles, nfe, lam, seeds, cond, progress=False):
-        res = run_tds(prior, reward, lam, K=particles, steps=nfe, seeds=seeds, cond=cond, scheme=self.scheme,
-                      threshold=self.threshold, schedule=self.schedule, progress=progress, proposal_scale=self.push)
+        res = self.particles(prior, reward, lam, K=particles, steps=nfe, seeds=seeds, cond=cond, progress=progress)
         res.info["reward"] = reward(res.samples)
         return res

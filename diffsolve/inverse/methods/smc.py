@@ -25,10 +25,8 @@ method is not used.
 
 from __future__ import annotations
 
-from ...checks import check_choice, check_int, check_number
-from ...schedules import SCHEDULES
-from ...steer.resample import SCHEMES
-from ...steer.tds import run_tds
+from ...checks import check_int, check_number
+from ...steer.tds import TDS as SteerTDS
 from ..problem import Problem
 from .base import InverseMethod, register
 from .guidance import calls_per_step_budget
@@ -61,10 +59,8 @@ class TDS(InverseMethod):
     def __init__(self, particles: int = 16, resample: str = "systematic", ess_threshold: float = 0.5,
                  data_var: float = 1.0, schedule: str = "karras"):
         self.K = check_int("tds", "particles", particles, minimum=1, maximum=1_000_000)
-        self.scheme = check_choice("tds", "resample", resample, SCHEMES)
-        self.threshold = check_number("tds", "ess_threshold", ess_threshold, 0, 1)
+        self.smc = SteerTDS(resample=resample, ess_threshold=ess_threshold, schedule=schedule)  # checks them
         self.data_var = check_number("tds", "data_var", data_var, 0, low_open=True)
-        self.schedule = check_choice("tds", "schedule", schedule, tuple(SCHEDULES))
 
     def run(self, prior, problem, noise, *, nfe, seeds, cond, progress=False):
         K = self.K
@@ -73,7 +69,7 @@ class TDS(InverseMethod):
             raise ValueError(f"tds: nfe={nfe} buys {steps} step of {K} particles; accepted: a multiple of "
                              f"2 K = {2 * K} of at least {4 * K}, or fewer particles")
         reward = Problem(problem.operator, problem.y.repeat_interleave(K, 0), problem.sigma_y, self.data_var)
-        res = run_tds(prior, reward, 1.0, K=K, steps=steps, seeds=list(seeds), cond=cond, scheme=self.scheme,
-                      threshold=self.threshold, schedule=self.schedule, progress=progress)
+        res = self.smc.particles(prior, reward, 1.0, K=K, steps=steps, seeds=list(seeds), cond=cond,
+                                 progress=progress)
         res.info.update(particles=K)
         return res
