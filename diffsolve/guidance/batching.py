@@ -24,15 +24,28 @@ __all__ = ["evaluate_labels"]
 
 
 def evaluate_labels(inner: Any, y: Tensor, s: Tensor | float, label_sets: Sequence[Tensor],
-                    cond: dict[str, Any] | None = None, cond_key: str = "labels") -> list[Tensor]:
-    """``[inner(y, s, labels=L, **cond) for L in label_sets]`` as ONE call of ``len(label_sets) * B``
-    rows; each label set is a (B,) LongTensor."""
+                    cond: dict[str, Any] | None = None, cond_key: str = "labels",
+                    rows: Sequence[Tensor | None] | None = None) -> list[Tensor]:
+    """``[inner(y, s, labels=L, **cond) for L in label_sets]`` as ONE call; each label set is a
+    (B,) LongTensor.  ``rows`` (optional, one entry per label set): None evaluates every row under
+    that set, a (B,) bool mask only the selected rows (its block then holds those rows only:
+    Adaptive Guidance's unconditional branch)."""
     b, k = y.shape[0], len(label_sets)
     cond = cond or {}
-    if k == 1:
+    rows = list(rows) if rows is not None else [None] * k
+    if k == 1 and rows[0] is None:
         return [inner(y, s, **{cond_key: label_sets[0]}, **cond)]
-    rep = {n: (torch.cat([v] * k) if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b else v)
-           for n, v in cond.items()}
-    sk = s if isinstance(s, float) else torch.cat([s] * k)
-    out = inner(torch.cat([y] * k), sk, **{cond_key: torch.cat(list(label_sets))}, **rep)
-    return list(out.split(b))
+
+    def pick(v: Tensor, r: Tensor | None) -> Tensor:
+        return v if r is None else v[r.to(v.device)]
+
+    def stack(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b:
+            return torch.cat([pick(v, r) for r in rows])
+        return v
+
+    sizes = [b if r is None else int(r.sum()) for r in rows]
+    labels = torch.cat([pick(lab, r) for lab, r in zip(label_sets, rows)])
+    out = inner(stack(y), s if isinstance(s, float) else stack(s), **{cond_key: labels},
+                **{n: stack(v) for n, v in cond.items()})
+    return list(out.split(sizes))

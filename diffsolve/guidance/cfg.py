@@ -36,6 +36,7 @@ from torch import Tensor
 from ..checks import check_int, check_number
 from ..denoisers import Denoiser, DenoiserWrapper
 from ..tensors import bc
+from .batching import evaluate_labels
 
 __all__ = ["CFG"]
 
@@ -98,19 +99,9 @@ class CFG(DenoiserWrapper):
         null-label denoiser on ``rows`` (a (B,) bool mask; None: all rows): ``B + rows.sum()``
         rows, conditional rows first.  Returns ``(d_cond, d_uncond)`` with ``d_uncond`` holding
         the selected rows only."""
-        b = y.shape[0]
-
-        def both(v: Any) -> Any:
-            if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b:
-                return torch.cat([v, v if rows is None else v[rows.to(v.device)]])
-            return v
-
         null = torch.full_like(labels, self.null_label)
-        s2 = s if isinstance(s, float) else both(s)
-        out = self.inner(both(y), s2, **{self.cond_key: torch.cat([labels, null if rows is None else
-                                                                   null[rows.to(labels.device)]])},
-                         **{k: both(v) for k, v in cond.items()})
-        return out[:b], out[b:]
+        d_cond, d_uncond = evaluate_labels(self.inner, y, s, [labels, null], cond, self.cond_key, rows=[None, rows])
+        return d_cond, d_uncond
 
     def inside(self, s: Tensor | float) -> Tensor | bool:
         """Where guidance applies: ``s_lo <= s <= s_hi`` (a Python bool for a float level, else a
