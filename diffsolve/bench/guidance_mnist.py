@@ -7,7 +7,7 @@ Each configuration draws ``per_class`` samples of every class (sample i of class
 Guidance's default was tuned and verified on) with dpm++2m at ``nfe`` calls (karras), and reports
 the metric network's class accuracy, the Frechet distance to MNIST test (with the floor of as
 many real images), the within-class diversity
-(:func:`diffsolve.bench.steer_mnist.diversity`), the diffusion network's ROWS per sample (a CFG
+(:func:`diffsolve.bench.mnist_runs.diversity`), the diffusion network's ROWS per sample (a CFG
 call on a sample is 2 rows, a VJP through the network 1 more) and the auxiliary network's
 evaluations per sample (the noisy classifier's forward+backward passes; the steering verifier's,
 times its smoothing draws, for universal guidance), and the wall time.
@@ -27,20 +27,16 @@ configurations are skipped).
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Any, Sequence
 
 import torch
 
 from ..guidance import CFG, AdaptiveGuidance, ClassifierGuidance, RowRewards, UniversalGuidance
-from ..io import atomic_write_json
-from ..metrics import image_quality
 from ..models import load_model
 from ..noise import NoiseSource
 from ..sample import sample
-from .steer_mnist import diversity
+from .mnist_runs import Runs, judge
 
 __all__ = ["DEFAULT_CONFIGS", "KINDS", "SEED0", "run_guidance_mnist", "guidance_mnist_report"]
 
@@ -98,32 +94,26 @@ def _costs(den, kind: str, n: int, nfe: int, scale: float) -> tuple[float, float
 def run_guidance_mnist(out_json: str, configs: Sequence[tuple] = DEFAULT_CONFIGS, *, nfe: int = 20,
                        per_class: int = 10, log=print) -> list[dict[str, Any]]:
     """Run (or resume) the configurations; returns every entry of ``out_json``."""
-    done: list[dict[str, Any]] = json.load(open(out_json)) if os.path.exists(out_json) else []
-    have = {e["config"] for e in done}
+    runs = Runs(out_json, log)
     model = load_model("mnist")
     labels = torch.arange(10).repeat_interleave(per_class)
     seeds = [SEED0 + 1000 * c + i for c in range(10) for i in range(per_class)]
     for name, kind, scale, opts in configs:
-        if name in have:
+        if name in runs.have:
             continue
         t0 = time.perf_counter()
         den, cond_labels = _denoiser(model, kind, scale, opts, labels)
         res = sample(den, NoiseSource.initial(seeds, model.shape), solver="dpm++2m", nfe=nfe, seeds=seeds,
                      cond={"labels": cond_labels})
         x = res.samples.float()
-        q = image_quality(x, labels, knn=False)
+        q = judge(x, labels)
         rows, aux = _costs(den, kind, len(seeds), res.nfe, scale)
         entry = {"config": name, "kind": kind, "scale": scale, "options": opts, "nfe": res.nfe, "num": len(seeds),
-                 "rows_per_sample": rows, "aux_per_sample": aux, "class_accuracy": q["class_accuracy"],
-                 "fd": q["fd"], "fd_floor": q["fd_floor"], "diversity": diversity(x, labels),
-                 "seconds": time.perf_counter() - t0}
+                 "rows_per_sample": rows, "aux_per_sample": aux, **q, "seconds": time.perf_counter() - t0}
         if kind == "adaptive":
             entry.update(gamma=den.gamma, s_check=den.s_check if den.s_check < float("inf") else None, saved=den.saved)
-        done.append(entry)
-        atomic_write_json(out_json, done)
-        if log:
-            log(json.dumps(entry))
-    return done
+        runs.add(entry)
+    return runs.entries
 
 
 def guidance_mnist_report(entries: Sequence[dict[str, Any]], prefix: str, command: str) -> str:

@@ -3,10 +3,10 @@ a class with the shipped steering classifier (``class:N``), judge with the metri
 
 Each configuration draws ``per_class`` samples for every class 0..9 (seeds disjoint per class)
 and reports the metric network's class accuracy, the Frechet distance to MNIST test (with the
-floor of as many real images), the within-class diversity (:func:`diversity`: mean pairwise
-distance of the metric network's features within a class, divided by that of as many real test
-images of the class; 1 = as diverse as real digits), the counted network calls per sample and
-the wall time.  A configuration whose label starts with ``ink`` steers toward the continuous
+floor of as many real images), the within-class diversity (:func:`.mnist_runs.diversity`: mean
+pairwise distance of the metric network's features within a class, divided by that of as many
+real test images of the class; 1 = as diverse as real digits), the counted network calls per
+sample and the wall time.  A configuration whose label starts with ``ink`` steers toward the continuous
 reward ``brightness`` (the mean pixel value: ink mass) instead, from the same unconditional
 model, and reports the mean ink of its samples.  The
 reference point is the class-conditional model (its own labels, CFG scale 1.25 as the README's
@@ -16,7 +16,6 @@ finished configuration (resumable: finished configurations are skipped).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Sequence
@@ -24,12 +23,11 @@ from typing import Any, Sequence
 import torch
 
 from ..guidance import CFG
-from ..io import atomic_write_json
-from ..metrics import image_quality
 from ..models import load_model
 from ..noise import NoiseSource
 from ..sample import sample
 from ..steer import steer
+from .mnist_runs import Runs, judge
 
 __all__ = ["DEFAULT_CONFIGS", "run_steer_mnist", "steer_mnist_report"]
 
@@ -50,30 +48,6 @@ DEFAULT_CONFIGS: tuple[tuple[str, str, int, float, dict], ...] = (
 SEED0 = 200_000
 
 
-def diversity(x: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean over classes of (mean pairwise feature distance of the samples of the class) /
-    (the same for as many MNIST test images of the class): 1 is as diverse as real digits."""
-    from ..data import mnist
-    from ..metrics import layer_outputs
-
-    real, real_y = mnist("test")
-
-    def spread(f: torch.Tensor) -> float:
-        d = torch.cdist(f, f)
-        n = f.shape[0]
-        return float(d.sum() / (n * (n - 1)))
-
-    ratios = []
-    for c in labels.unique().tolist():
-        xs = x[labels == c]
-        if xs.shape[0] < 2:
-            continue
-        rs = real[real_y == c][: xs.shape[0]]
-        ratios.append(spread(layer_outputs(xs, ("penultimate",))["penultimate"])
-                      / spread(layer_outputs(rs.float(), ("penultimate",))["penultimate"]))
-    return sum(ratios) / len(ratios)
-
-
 def _reference(model, nfe: int, labels: torch.Tensor, seeds: list[int]):
     res = sample(CFG(model, 1.25), NoiseSource.initial(seeds, model.shape), solver="dpm++2m", nfe=nfe, seeds=seeds,
                  cond={"labels": labels})
@@ -85,12 +59,11 @@ def run_steer_mnist(out_json: str, configs: Sequence[tuple] = DEFAULT_CONFIGS, *
     """Run (or resume) the configurations; returns every entry of ``out_json``.  With
     ``grid_dir``, each configuration's first 8 samples of every class go to
     ``grid_dir/steer-mnist-<k>.png`` (one row per class)."""
-    done: list[dict[str, Any]] = json.load(open(out_json)) if os.path.exists(out_json) else []
-    have = {e["config"] for e in done}
+    runs = Runs(out_json, log)
     model = load_model("mnist")
     null = model.null_label
     for name, method, K, lam, opts in configs:
-        if name in have:
+        if name in runs.have:
             continue
         t0 = time.perf_counter()
         xs, ys, calls = [], [], 0
@@ -107,23 +80,18 @@ def run_steer_mnist(out_json: str, configs: Sequence[tuple] = DEFAULT_CONFIGS, *
             ys.append(torch.full((per_class,), c))
             calls = n
         x, y = torch.cat(xs), torch.cat(ys)
-        q = image_quality(x, y, knn=False)
+        q = judge(x, y)
         if grid_dir is not None:
             from ..plots import save_samples
 
             k = min(8, per_class)
             pick = torch.cat([x[c * per_class: c * per_class + k] for c in range(10)])
-            save_samples(pick, os.path.join(grid_dir, f"steer-mnist-{len(done)}.png"), nrow=k,
+            save_samples(pick, os.path.join(grid_dir, f"steer-mnist-{len(runs.entries)}.png"), nrow=k,
                          title=f"{name}: {calls} calls/sample")
-        entry = {"config": name, "method": method, "particles": K, "lam": lam, "options": opts, "nfe": nfe,
-                 "calls_per_sample": calls, "num": int(x.shape[0]), "class_accuracy": q["class_accuracy"],
-                 "fd": q["fd"], "fd_floor": q["fd_floor"], "diversity": diversity(x, y),
-                 "ink": float(((x.clamp(-1, 1) + 1) / 2).mean()), "seconds": time.perf_counter() - t0}
-        done.append(entry)
-        atomic_write_json(out_json, done)
-        if log:
-            log(json.dumps(entry))
-    return done
+        runs.add({"config": name, "method": method, "particles": K, "lam": lam, "options": opts, "nfe": nfe,
+                  "calls_per_sample": calls, "num": int(x.shape[0]), **q,
+                  "ink": float(((x.clamp(-1, 1) + 1) / 2).mean()), "seconds": time.perf_counter() - t0})
+    return runs.entries
 
 
 def steer_mnist_report(entries: Sequence[dict[str, Any]], prefix: str, command: str) -> str:
