@@ -15,6 +15,7 @@ from diffsolve.guidance.adaptive import AdaptiveGuidance
 from diffsolve.guidance.autoguidance import Autoguidance
 from diffsolve.guidance.free import Recurrent, RowRewards, UniversalGuidance
 from diffsolve.rewards import Linear
+from rows import honoured_nfe
 
 F64 = torch.float64
 SOLVERS = [d["name"] for d in diffsolve.list_solvers()]
@@ -156,7 +157,7 @@ def test_every_wrapper_with_every_solver(solver):
     from diffsolve.solvers.base import get_solver
 
     slv = get_solver(solver)
-    nfe = None if slv.adaptive else next(n for n in range(8, 16) if _ok(slv, n))
+    nfe = honoured_nfe(slv)
     kw = {"schedule": "karras"} if nfe is not None else {"rtol": 0.05}
     model = LabelMixture()
     for den in (AdaptiveGuidance(model, 2.0, gamma=0.999), Autoguidance(model, LabelMixture(0.8), 2.0),
@@ -170,11 +171,3 @@ def test_every_wrapper_with_every_solver(solver):
         res = diffsolve.sample(ug, _noise(), solver=Recurrent(solver, k=2), nfe=2 * nfe,
                                cond={"labels": LABELS})
         assert res.nfe == ug.vjps == 2 * nfe and bool(torch.isfinite(res.samples).all())
-
-
-def _ok(slv, n):
-    try:
-        slv.for_nfe(n).steps_for_nfe(n)
-        return True
-    except ValueError:
-        return False

@@ -11,6 +11,7 @@ import diffsolve
 from diffsolve import GaussianMixture
 from diffsolve.denoisers import Denoiser, FunctionDenoiser
 from diffsolve.guidance.classifier import ClassifierGuidance, mixture_classifier
+from rows import honoured_nfe
 
 F64 = torch.float64
 SOLVERS = [d["name"] for d in diffsolve.list_solvers()]
@@ -96,20 +97,12 @@ def test_mixture_classifier_is_the_log_responsibilities():
         torch.testing.assert_close(r, g.responsibilities(y, s), rtol=0, atol=1e-12)
 
 
-def _ok(slv, n):
-    try:
-        slv.for_nfe(n).steps_for_nfe(n)
-        return True
-    except ValueError:
-        return False
-
-
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_every_solver_samples_the_exact_conditional(solver):
     from diffsolve.solvers.base import get_solver
 
     slv = get_solver(solver)
-    nfe = None if slv.adaptive else next(n for n in range(8, 16) if _ok(slv, n))
+    nfe = honoured_nfe(slv)
     kw = {"schedule": "karras"} if nfe is not None else {"rtol": 0.05}
     g = diffsolve.exact_model("gmm-2d")
     cg = ClassifierGuidance(g, mixture_classifier(g), scale=1.0)
