@@ -71,8 +71,9 @@ class AdaptiveGuidance(CFG):
             experiments use values close to 1, e.g. 0.99).  ``> 1``: never switch (CFG);
             ``<= -1``: switch at once (conditional only).
         s_check: read the criterion only at levels ``s <= s_check`` (default 4, measured on
-            MNIST: see the module docstring; ``math.inf``: everywhere, the paper's rule).  At large s both eps predictions are dominated by ``y / s``, so their
-            cosine is near 1 whatever the models say: on MNIST (EDM, s_max 80) gamma = 0.99
+            MNIST: see the module docstring; ``math.inf``: everywhere, the paper's rule).  At
+            large s both eps predictions are dominated by ``y / s``, so their cosine is near 1
+            whatever the models say: on MNIST (EDM, s_max 80) gamma = 0.99
             switched every sample after its first call (accuracy 0.93 vs CFG's 0.99 at w = 2).
 
     Attributes (per run): ``rows`` network rows evaluated; ``calls`` denoiser calls;
@@ -99,7 +100,7 @@ class AdaptiveGuidance(CFG):
     def denoise(self, y: Tensor, s: Tensor | float, **cond: Any) -> Tensor:
         b = y.shape[0]
         if self.switched_at is None or self.switched_at.shape[0] != b:
-            self.rows, self.calls = 0, 0  # a new run (or a new batch): every sample starts guided
+            self.reset()  # a new run (or a new batch): every sample starts guided
             self.switched_at = torch.full((b,), 0 if self.gamma <= -1 else -1, dtype=torch.long)
         labels = self.labels_of(cond, y)
         inside = self.inside(s)

@@ -49,7 +49,7 @@ class UniversalGuidance(VJPGuided):
     """Forward universal guidance ``D + s^2 w J^T grad r(D)`` [UG Eq. 6] for a differentiable
     :class:`~diffsolve.rewards.Reward` ``r`` on clean data (e.g.
     :func:`diffsolve.models.verifier.classifier_reward`); ``scale`` w >= 0 (finite).  One VJP
-    per call, counted in ``vjps`` (reset when the driver prepares a run); ``clip`` as
+    per call, counted in ``vjps`` (reset per run by :class:`~diffsolve.guidance.VJPGuided`); ``clip`` as
     :class:`~diffsolve.guidance.VJPGuided`."""
 
     def __init__(self, inner, reward: Reward, scale: float, clip: tuple[float, float] | None = None):
@@ -61,10 +61,6 @@ class UniversalGuidance(VJPGuided):
 
     def _covector(self, x0: Tensor, s: Any) -> Tensor:
         return self.scale * self.reward.grad(x0)
-
-    def prepare(self, levels: Tensor, dtype: torch.dtype = torch.float64) -> None:
-        self.vjps = 0  # the driver prepares once per run
-        super().prepare(levels, dtype)
 
     def __repr__(self) -> str:
         return f"UniversalGuidance(reward={self.reward.name!r}, scale={self.scale}, inner={self.inner!r})"

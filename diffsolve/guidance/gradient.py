@@ -59,6 +59,10 @@ class VJPGuided(DenoiserWrapper):
         super().__init__(inner)
         self.covector, self.clip, self.vjps = covector, clip, 0
 
+    def prepare(self, levels: Tensor, dtype: torch.dtype = torch.float64) -> None:
+        self.vjps = 0  # the driver prepares once per run: the count is this run's
+        super().prepare(levels, dtype)
+
     def denoise(self, y: Tensor, s, **cond):
         with torch.enable_grad():
             y_in = y.detach().requires_grad_(True)
