@@ -33,12 +33,12 @@ measurement inflates its variance by x0-hat's uncertainty.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["Reward", "FunctionReward", "Linear", "ClassifierReward", "Smoothed", "as_reward"]
+__all__ = ["Reward", "FunctionReward", "Linear", "ClassifierReward", "Smoothed", "RowRewards", "as_reward"]
 
 
 class Reward:
@@ -219,6 +219,31 @@ class Smoothed(Reward):
         xs = (x0[:, None] + self.sigma * self._noise(x0)[None]).reshape(B * M, *x0.shape[1:])
         r = self.reward(xs).reshape(B, M)
         return torch.logsumexp(r, 1) - math.log(M)
+
+
+class RowRewards(Reward):
+    """One reward per batch row: row b is scored by ``rewards[index[b]]`` (e.g. a class reward
+    per target label), each reward evaluated once on its rows."""
+
+    def __init__(self, rewards: Sequence[Reward], index: Tensor):
+        self.rewards = [as_reward(r) for r in rewards]
+        self.index = torch.as_tensor(index).long()
+        if self.index.ndim != 1 or (self.index.numel() and not (
+                0 <= int(self.index.min()) and int(self.index.max()) < len(self.rewards))):
+            raise ValueError(f"index must be a 1-D tensor of entries in 0..{len(self.rewards) - 1}")
+        self.differentiable = all(r.differentiable for r in self.rewards)
+        self.name = "rows(" + ",".join(r.name for r in self.rewards) + ")"
+
+    def value(self, x0: Tensor) -> Tensor:
+        if x0.shape[0] != self.index.shape[0]:
+            raise ValueError(f"RowRewards scores batches of {self.index.shape[0]} rows, got {x0.shape[0]}")
+        out = x0.new_zeros(x0.shape[0])
+        idx = self.index.to(x0.device)
+        for k, r in enumerate(self.rewards):
+            rows = idx == k
+            if bool(rows.any()):
+                out = out.index_put((rows,), r(x0[rows]))
+        return out
 
 
 def as_reward(reward: Any) -> Reward:

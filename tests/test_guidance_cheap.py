@@ -13,7 +13,8 @@ from diffsolve import CFG, GaussianMixture
 from diffsolve.denoisers import Denoiser
 from diffsolve.guidance.adaptive import AdaptiveGuidance
 from diffsolve.guidance.autoguidance import Autoguidance
-from diffsolve.guidance.free import Recurrent, RowRewards, UniversalGuidance
+from diffsolve.guidance.free import Recurrent, UniversalGuidance
+from diffsolve.rewards import RowRewards
 from diffsolve.rewards import Linear
 from rows import honoured_nfe
 

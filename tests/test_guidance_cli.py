@@ -8,7 +8,7 @@ import torch
 
 import diffsolve
 from diffsolve.cli import main
-from diffsolve.guidance import CFG, AdaptiveGuidance, ClassifierGuidance, RowRewards, UniversalGuidance
+from diffsolve.guidance import CFG, AdaptiveGuidance, ClassifierGuidance, UniversalGuidance
 from diffsolve.solvers import NoiseSource
 
 FAST = ["--num", "4", "--nfe", "5", "--quiet", "--no-metrics", "--out", ""]
@@ -50,12 +50,12 @@ def test_adaptive_cfg_is_adaptive_guidance_with_its_default(tmp_path, mnist, cap
 
 def test_classifier_and_free_steer_the_unconditional_model(tmp_path, mnist):
     from diffsolve.models.noisy_classifier import load_noisy_classifier
-    from diffsolve.models.verifier import classifier_reward
+    from diffsolve.models.verifier import class_rewards
 
     x = _cli(tmp_path, "--guidance", "4", "--guide", "classifier")
     assert torch.equal(x, _lib(ClassifierGuidance(mnist, load_noisy_classifier(), 4.0)))
     x = _cli(tmp_path, "--guidance", "8", "--guide", "free")
-    ug = UniversalGuidance(mnist, RowRewards([classifier_reward(mnist, c) for c in range(10)], LABELS), 8.0)
+    ug = UniversalGuidance(mnist, class_rewards(mnist, LABELS), 8.0)
     assert torch.equal(x, _lib(ug, torch.full((4,), mnist.null_label)))
     # the guidance moved the samples away from the plain unconditional model's
     assert (x - _lib(mnist, torch.full((4,), mnist.null_label))).abs().max() > 0.1

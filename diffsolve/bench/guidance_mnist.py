@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..guidance import CFG, AdaptiveGuidance, ClassifierGuidance, RowRewards, UniversalGuidance
+from ..guidance import CFG, AdaptiveGuidance, ClassifierGuidance, UniversalGuidance
 from ..models import load_model
 from ..noise import NoiseSource
 from ..sample import sample
@@ -72,10 +72,9 @@ def _denoiser(model, kind: str, scale: float, opts: dict, labels: torch.Tensor):
 
         return ClassifierGuidance(model, load_noisy_classifier(), scale, **opts), labels
     if kind == "free":
-        from ..models.verifier import classifier_reward
+        from ..models.verifier import class_rewards
 
-        reward = RowRewards([classifier_reward(model, c) for c in range(10)], labels)
-        return UniversalGuidance(model, reward, scale, **opts), torch.full_like(labels, model.null_label)
+        return UniversalGuidance(model, class_rewards(model, labels), scale, **opts), torch.full_like(labels, model.null_label)
     raise ValueError(f"unknown guidance kind {kind!r}; accepted: {', '.join(KINDS)}")
 
 

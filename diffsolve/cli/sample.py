@@ -157,7 +157,7 @@ def _other_guide(args: argparse.Namespace, guide: str, model: Any, labels: Tenso
     around the conditional model, or the unconditional MNIST model steered toward ``--label`` by
     the noise-conditional classifier (classifier guidance) or the steering verifier read at
     x0-hat (universal guidance)."""
-    from ..guidance import AdaptiveGuidance, ClassifierGuidance, RowRewards, UniversalGuidance
+    from ..guidance import AdaptiveGuidance, ClassifierGuidance, UniversalGuidance
 
     if labels is None:
         raise UsageError(f"--guide {guide} needs --label (guidance steers towards the labels)")
@@ -183,10 +183,9 @@ def _other_guide(args: argparse.Namespace, guide: str, model: Any, labels: Tenso
 
         return (ClassifierGuidance(model, load_noisy_classifier(), scale=args.guidance),
                 f", classifier guidance {args.guidance:g} on the unconditional model")
-    from ..models.verifier import classifier_reward
+    from ..models.verifier import class_rewards
 
-    reward = RowRewards([classifier_reward(model, c) for c in range(10)], labels)
-    return (UniversalGuidance(model, reward, scale=args.guidance),
+    return (UniversalGuidance(model, class_rewards(model, labels), scale=args.guidance),
             f", universal guidance {args.guidance:g} on the unconditional model")
 
 

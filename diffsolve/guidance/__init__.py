@@ -4,8 +4,8 @@ from .adaptive import AdaptiveGuidance
 from .autoguidance import Autoguidance
 from .cfg import CFG
 from .classifier import ClassifierGuidance
-from .free import Recurrent, RowRewards, UniversalGuidance
+from .free import Recurrent, UniversalGuidance
 from .gradient import VJPGuided
 
-__all__ = ["CFG", "VJPGuided", "AdaptiveGuidance", "Autoguidance", "UniversalGuidance", "Recurrent", "RowRewards",
+__all__ = ["CFG", "VJPGuided", "AdaptiveGuidance", "Autoguidance", "UniversalGuidance", "Recurrent",
            "ClassifierGuidance"]

@@ -42,7 +42,7 @@ from ..rewards import Reward, as_reward
 from ..solvers.base import NFEError, Solver, SolverState, get_solver
 from .gradient import VJPGuided
 
-__all__ = ["UniversalGuidance", "Recurrent", "RowRewards"]
+__all__ = ["UniversalGuidance", "Recurrent"]
 
 
 class UniversalGuidance(VJPGuided):
@@ -64,31 +64,6 @@ class UniversalGuidance(VJPGuided):
 
     def __repr__(self) -> str:
         return f"UniversalGuidance(reward={self.reward.name!r}, scale={self.scale}, inner={self.inner!r})"
-
-
-class RowRewards(Reward):
-    """One reward per batch row: row b is scored by ``rewards[index[b]]`` (e.g. a class reward
-    per target label), each reward evaluated once on its rows."""
-
-    def __init__(self, rewards: Sequence[Reward], index: Tensor):
-        self.rewards = [as_reward(r) for r in rewards]
-        self.index = torch.as_tensor(index).long()
-        if self.index.ndim != 1 or (self.index.numel() and not (
-                0 <= int(self.index.min()) and int(self.index.max()) < len(self.rewards))):
-            raise ValueError(f"index must be a 1-D tensor of entries in 0..{len(self.rewards) - 1}")
-        self.differentiable = all(r.differentiable for r in self.rewards)
-        self.name = "rows(" + ",".join(r.name for r in self.rewards) + ")"
-
-    def value(self, x0: Tensor) -> Tensor:
-        if x0.shape[0] != self.index.shape[0]:
-            raise ValueError(f"RowRewards scores batches of {self.index.shape[0]} rows, got {x0.shape[0]}")
-        out = x0.new_zeros(x0.shape[0])
-        idx = self.index.to(x0.device)
-        for k, r in enumerate(self.rewards):
-            rows = idx == k
-            if bool(rows.any()):
-                out = out.index_put((rows,), r(x0[rows]))
-        return out
 
 
 #: the draw index of the re-noising noise, kept apart from the draws a solver makes itself

@@ -23,7 +23,7 @@ from torch import nn
 from ..nets.verifier import ResidualVerifier
 from .shipped_nets import ShippedNets
 
-__all__ = ["load_verifier", "verifier_meta", "classifier_reward", "VERIFIERS"]
+__all__ = ["load_verifier", "verifier_meta", "classifier_reward", "class_rewards", "VERIFIERS"]
 
 #: accepted verifier names -> the shipped files' name in WEIGHTS_DIR
 VERIFIERS = {"mnist": "mnist-verifier"}
@@ -90,6 +90,21 @@ def classifier_reward(prior: Any, label: int, smoothing: tuple[float, int] | Non
     r = Smoothed(raw, sigma, draws)
     r.name = f"class:{label}"
     return r
+
+
+def class_rewards(prior: Any, labels: torch.Tensor):
+    """One class reward per row: row b is scored by :func:`classifier_reward` of ``labels[b]``
+    (a :class:`diffsolve.rewards.RowRewards` over the ten classes), for guiding a batch toward
+    several labels at once.
+
+    >>> import torch, diffsolve
+    >>> r = class_rewards(diffsolve.load("mnist"), torch.tensor([3, 7]))
+    >>> r(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2])
+    """
+    from ..rewards import RowRewards
+
+    return RowRewards([classifier_reward(prior, c) for c in range(10)], labels)
 
 
 def _image_range(x: torch.Tensor) -> torch.Tensor:
