@@ -75,21 +75,14 @@ Classifier = Callable[[Tensor, Tensor], Tensor]
 
 def mixture_classifier(mixture: Any) -> Classifier:
     """The exact noisy classifier of a :class:`diffsolve.GaussianMixture`: logits
-    ``log w_k + log N(y; mu_k, C_k + s^2 I)``, whose softmax is the mixture's
-    ``responsibilities(y, s)`` = p(component k | y, s), written per component so that a far-away
+    ``log w_k + log N(y; mu_k, C_k + s^2 I)`` (:meth:`GaussianMixture.joint_log_probs`), whose
+    softmax is the mixture's ``responsibilities(y, s)`` = p(component k | y, s); a far-away
     component keeps a finite log-probability (and gradient) where its responsibility underflows."""
     from ..models.gmm import GaussianMixture
 
     if not isinstance(mixture, GaussianMixture):
         raise TypeError(f"mixture_classifier needs a GaussianMixture, got {type(mixture).__name__}")
-    parts = [GaussianMixture(torch.ones(1), mixture.means[k:k + 1], mixture.c[k:k + 1], mixture.U[k:k + 1],
-                             mixture.d[k:k + 1], shape=mixture.shape) for k in range(mixture.K)]
-    log_w = torch.log(mixture.weights)
-
-    def logits(y: Tensor, s: Tensor) -> Tensor:
-        return torch.stack([p.log_prob(y, s) for p in parts], 1) + log_w
-
-    return logits
+    return mixture.joint_log_probs
 
 
 class ClassifierGuidance(DenoiserWrapper):

@@ -97,11 +97,16 @@ class GaussianMixture(Denoiser):
         post = self.means[None] + shrink[:, :, None] * v + torch.bmm((P * gain).transpose(0, 1), self.U.transpose(1, 2)).transpose(0, 1)
         return logp, post
 
-    def log_prob(self, y: Tensor, s: Tensor | float) -> Tensor:
-        """Exact log-density of the canonical noised marginal p_s(y), y = x0 + s eps."""
+    def joint_log_probs(self, y: Tensor, s: Tensor | float) -> Tensor:
+        """(B, K) ``log w_k + log N(y; mu_k, C_k + s^2 I)``: each component's share of the noised
+        density, finite even where a responsibility underflows (the exact noisy classifier's logits)."""
         yf = self._flat(y)
         lp, _ = self._component_terms(yf, expand_s(s, yf))
-        return torch.logsumexp(lp + torch.log(self.weights), 1)
+        return lp + torch.log(self.weights)
+
+    def log_prob(self, y: Tensor, s: Tensor | float) -> Tensor:
+        """Exact log-density of the canonical noised marginal p_s(y), y = x0 + s eps."""
+        return torch.logsumexp(self.joint_log_probs(y, s), 1)
 
     def log_prob_path(self, x: Tensor, t: Tensor | float, path: Path | str) -> Tensor:
         """Exact log-density of the path marginal p_t(x), x = alpha x0 + sigma eps."""
@@ -112,9 +117,7 @@ class GaussianMixture(Denoiser):
         return self.log_prob(y, path.s(t)) - self.dim * torch.log(a)
 
     def responsibilities(self, y: Tensor, s: Tensor | float) -> Tensor:
-        yf = self._flat(y)
-        lp, _ = self._component_terms(yf, expand_s(s, yf))
-        return torch.softmax(lp + torch.log(self.weights), 1)
+        return torch.softmax(self.joint_log_probs(y, s), 1)
 
     def denoise(self, y: Tensor, s: Tensor) -> Tensor:  # exact and unconditional: no cond taken
         yf = self._flat(y)
