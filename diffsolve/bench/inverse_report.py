@@ -13,38 +13,22 @@ import math
 from typing import Any, Sequence
 
 from ..io import atomic_write, atomic_write_text
+from .report_rows import Row, number, ok_rows, unique
 
 __all__ = ["exact_report", "mnist_report", "exact_summary", "mnist_summary"]
 
-Row = dict[str, str]
 WITHIN = 1.5
-
-
-def _f(v: str, digits: int = 3) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return x
 
 
 def _fmt(x: float, digits: int = 3) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:.{digits}g}"
 
 
-def _ok(rows: Sequence[Row]) -> list[Row]:
-    return [r for r in rows if r["status"] == "ok"]
-
-
-def _order(seq):
-    return list(dict.fromkeys(seq))
-
-
 def _problems(rows: Sequence[Row]) -> list[str]:
     """The problems of ``rows``: the default ones in their order first, then any others."""
     from .inverse_problems import DEFAULT_EXACT_PROBLEMS
 
-    seen = _order(r["problem"] for r in rows)
+    seen = unique(r["problem"] for r in rows)
     return [p for p in DEFAULT_EXACT_PROBLEMS if p in seen] + [p for p in seen if p not in DEFAULT_EXACT_PROBLEMS]
 
 
@@ -55,10 +39,10 @@ def exact_summary(rows: Sequence[Row], within: float = WITHIN) -> dict[str, list
     out: dict[str, list[tuple[str, int, float]]] = {}
     for p in _problems(rows):
         hits = {}
-        for r in _ok(rows):
+        for r in ok_rows(rows):
             if r["problem"] != p or ":" in r["method"] or int(r["budget"]) > 1000:
                 continue
-            ratio = _f(r["w2_ratio"])
+            ratio = number(r["w2_ratio"])
             if ratio <= within and (r["method"] not in hits or int(r["budget"]) < hits[r["method"]][0]):
                 hits[r["method"]] = (int(r["budget"]), ratio)
         out[p] = sorted(((m, b, x) for m, (b, x) in hits.items()), key=lambda t: (t[1], t[2]))
@@ -73,13 +57,13 @@ def _exact_tables(rows: Sequence[Row]) -> list[str]:
         budgets = sorted({int(r["budget"]) for r in prs if r["method"] != "exact:floor"})
         head = prs[0]
         lines += [f"### {p}", "",
-                  f"{head['dim']}-D, {head['n_meas']} measurement(s), sigma_y = {_fmt(_f(head['sigma_y']))}; "
-                  f"{head['num']} samples per cell; floor sliced W2 = {_fmt(_f(floor['sliced_w2'])) if floor else '-'}, "
-                  f"expected weight TV of exact samples = {_fmt(_f(floor['weight_tv_floor'])) if floor else '-'}.", "",
+                  f"{head['dim']}-D, {head['n_meas']} measurement(s), sigma_y = {_fmt(number(head['sigma_y']))}; "
+                  f"{head['num']} samples per cell; floor sliced W2 = {_fmt(number(floor['sliced_w2'])) if floor else '-'}, "
+                  f"expected weight TV of exact samples = {_fmt(number(floor['weight_tv_floor'])) if floor else '-'}.", "",
                   "Sliced W2 / floor (`s`: skipped, see the CSV's message; `f`: failed):", "",
                   "| method | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
                   "|---|" + "---:|" * len(budgets)]
-        for m in _order(r["method"] for r in prs if r["method"] != "exact:floor"):
+        for m in unique(r["method"] for r in prs if r["method"] != "exact:floor"):
             cells = []
             for b in budgets:
                 r = next((x for x in prs if x["method"] == m and int(x["budget"]) == b), None)
@@ -88,42 +72,42 @@ def _exact_tables(rows: Sequence[Row]) -> list[str]:
                 elif r["status"] != "ok":
                     cells.append(r["status"][0])
                 else:
-                    x = _f(r["w2_ratio"])
+                    x = number(r["w2_ratio"])
                     cells.append(f"**{_fmt(x)}**" if x <= WITHIN else _fmt(x))
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines += ["", "Bias at each method's best budget (weight TV: components' weights vs exact; mean error "
                   "/ sqrt(tr C); variance error relative):", "",
                   "| method | NFE | W2/floor | weight TV | mean err | var err |", "|---|---:|---:|---:|---:|---:|"]
         if floor:
-            lines.append(f"| exact:floor | - | 1 | {_fmt(_f(floor['weight_tv']))} | {_fmt(_f(floor['mean_err']))} | "
-                         f"{_fmt(_f(floor['var_err']))} |")
-        for m in _order(r["method"] for r in prs if r["method"] != "exact:floor"):
-            ok = [r for r in _ok(prs) if r["method"] == m]
+            lines.append(f"| exact:floor | - | 1 | {_fmt(number(floor['weight_tv']))} | {_fmt(number(floor['mean_err']))} | "
+                         f"{_fmt(number(floor['var_err']))} |")
+        for m in unique(r["method"] for r in prs if r["method"] != "exact:floor"):
+            ok = [r for r in ok_rows(prs) if r["method"] == m]
             if not ok:
                 continue
-            best = min(ok, key=lambda r: _f(r["w2_ratio"]))
-            lines.append(f"| {m} | {best['budget']} | {_fmt(_f(best['w2_ratio']))} | {_fmt(_f(best['weight_tv']))} | "
-                         f"{_fmt(_f(best['mean_err']))} | {_fmt(_f(best['var_err']))} |")
+            best = min(ok, key=lambda r: number(r["w2_ratio"]))
+            lines.append(f"| {m} | {best['budget']} | {_fmt(number(best['w2_ratio']))} | {_fmt(number(best['weight_tv']))} | "
+                         f"{_fmt(number(best['mean_err']))} | {_fmt(number(best['var_err']))} |")
         lines.append("")
     return lines
 
 
 def _bias_table(rows: Sequence[Row]) -> list[str]:
     problems = _problems(rows)
-    methods = _order(r["method"] for r in rows if r["method"] != "exact:floor")
+    methods = unique(r["method"] for r in rows if r["method"] != "exact:floor")
     lines = ["| method | " + " | ".join(problems) + " |", "|---|" + "---:|" * len(problems)]
     for m in methods:
         cells = []
         for p in problems:
-            ok = [r for r in _ok(rows) if r["problem"] == p and r["method"] == m]
+            ok = [r for r in ok_rows(rows) if r["problem"] == p and r["method"] == m]
             if not ok:
                 cells.append("-")
                 continue
-            b = min(ok, key=lambda r: _f(r["w2_ratio"]))
-            cells.append(f"{_fmt(_f(b['w2_ratio']))} ({b['budget']}), TV {_fmt(_f(b['weight_tv']), 2)}")
+            b = min(ok, key=lambda r: number(r["w2_ratio"]))
+            cells.append(f"{_fmt(number(b['w2_ratio']))} ({b['budget']}), TV {_fmt(number(b['weight_tv']), 2)}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     floors = [next((r for r in rows if r["problem"] == p and r["method"] == "exact:floor"), None) for p in problems]
-    lines.append("| exact:floor | " + " | ".join(f"1, TV {_fmt(_f(f['weight_tv_floor']), 2)}" if f else "-"
+    lines.append("| exact:floor | " + " | ".join(f"1, TV {_fmt(number(f['weight_tv_floor']), 2)}" if f else "-"
                                                  for f in floors) + " |")
     return lines
 
@@ -138,12 +122,12 @@ def _exact_plot(rows: Sequence[Row], path: str) -> None:
     cols = min(3, len(problems))
     nr = math.ceil(len(problems) / cols)
     fig, axes = plt.subplots(nr, cols, figsize=(4.2 * cols, 3.4 * nr), squeeze=False)
-    methods = _order(r["method"] for r in rows if r["method"] != "exact:floor")
+    methods = unique(r["method"] for r in rows if r["method"] != "exact:floor")
     color = {m: plt.cm.tab20(i % 20) for i, m in enumerate(methods)}  # one colour per method on every panel
     for ax, p in zip(axes.flat, problems):
-        prs = [r for r in _ok(rows) if r["problem"] == p and r["method"] != "exact:floor"]
-        for m in _order(r["method"] for r in prs):
-            pts = sorted((int(r["budget"]), _f(r["w2_ratio"])) for r in prs if r["method"] == m)
+        prs = [r for r in ok_rows(rows) if r["problem"] == p and r["method"] != "exact:floor"]
+        for m in unique(r["method"] for r in prs):
+            pts = sorted((int(r["budget"]), number(r["w2_ratio"])) for r in prs if r["method"] == m)
             ax.plot([b for b, _ in pts], [x for _, x in pts], "--" if m.startswith("oracle") else "-",
                     marker="o", ms=3, label=m, color=color[m])
         ax.axhline(1.0, color="k", lw=0.8)
@@ -187,11 +171,11 @@ def mnist_summary(rows: Sequence[Row], ours_nfe: int = 20, peer_min: int = 100) 
     """Per task: our best method at ``ours_nfe`` and deepinv's best at >= ``peer_min`` NFE
     (counted), by PSNR (unconditional group)."""
     out = {}
-    for t in _order(r["task"] for r in rows):
-        ok = [r for r in _ok(rows) if r["task"] == t and r["group"] == "uncond"]
+    for t in unique(r["task"] for r in rows):
+        ok = [r for r in ok_rows(rows) if r["task"] == t and r["group"] == "uncond"]
         ours = [r for r in ok if ":" not in r["method"] and int(r["budget"]) == ours_nfe]
         peers = [r for r in ok if r["method"].startswith("deepinv:") and int(r["nfe"] or 0) >= peer_min]
-        best = lambda rs: max(rs, key=lambda r: _f(r["psnr"])) if rs else None  # noqa: E731
+        best = lambda rs: max(rs, key=lambda r: number(r["psnr"])) if rs else None  # noqa: E731
         out[t] = {"ours": best(ours), "peer": best(peers)}
     return out
 
@@ -210,10 +194,10 @@ def mnist_report(rows: Sequence[Row], prefix: str, command: str, figures: Sequen
              "| task | ours (best at 20) | PSNR | deepinv (best >= 100) | PSNR |", "|---|---|---:|---|---:|"]
     for t, s in summ.items():
         o, p = s["ours"], s["peer"]
-        lines.append(f"| {t} | {o['method'] if o else '-'} | {_fmt(_f(o['psnr']) if o else math.nan, 4)} | "
-                     f"{(p['method'] + ' @ ' + p['nfe']) if p else '-'} | {_fmt(_f(p['psnr']) if p else math.nan, 4)} |")
+        lines.append(f"| {t} | {o['method'] if o else '-'} | {_fmt(number(o['psnr']) if o else math.nan, 4)} | "
+                     f"{(p['method'] + ' @ ' + p['nfe']) if p else '-'} | {_fmt(number(p['psnr']) if p else math.nan, 4)} |")
     lines += ["", "## Tables", ""]
-    for t in _order(r["task"] for r in rows):
+    for t in unique(r["task"] for r in rows):
         lines += [f"### {t}", "", "| group | method | budget | NFE | PSNR | SSIM | acc shipped | acc indep | FD | spread |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if r["task"] == t):
@@ -221,9 +205,9 @@ def mnist_report(rows: Sequence[Row], prefix: str, command: str, figures: Sequen
                 lines.append(f"| {r['group']} | {r['method']} | {r['budget']} | {r['status']}: "
                              f"{r['message'][:90]} | | | | | | |")
                 continue
-            lines.append(f"| {r['group']} | {r['method']} | {r['budget']} | {r['nfe']} | {_fmt(_f(r['psnr']), 4)} | "
-                         f"{_fmt(_f(r['ssim']))} | {_fmt(_f(r['acc_shipped']))} | {_fmt(_f(r['acc_independent']))} | "
-                         f"{_fmt(_f(r['fd']))} | {_fmt(_f(r['spread']))} |")
+            lines.append(f"| {r['group']} | {r['method']} | {r['budget']} | {r['nfe']} | {_fmt(number(r['psnr']), 4)} | "
+                         f"{_fmt(number(r['ssim']))} | {_fmt(number(r['acc_shipped']))} | {_fmt(number(r['acc_independent']))} | "
+                         f"{_fmt(number(r['fd']))} | {_fmt(number(r['spread']))} |")
         lines.append("")
     for f in figures:
         lines += [f"![{f}]({f})", ""]
