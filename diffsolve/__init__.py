@@ -20,9 +20,11 @@ from .guidance import CFG
 __version__ = "0.1.0"
 from . import solvers  # callable: diffsolve.solvers() lists every solver with its order, NFE rule, paper
 from . import steer  # callable: diffsolve.steer(prior, reward, method, ...) samples the tilted target
+from . import tune  # callable: diffsolve.tune(denoiser, nfe, shape=...) fits a Plan
+from .plan import Plan
 
 
 __all__ = ["Path", "get_path", "PATHS", "Denoiser", "DenoiserWrapper", "NetworkDenoiser", "Thresholded",
            "from_network", "PREDICTIONS", "make_schedule", "SCHEDULES", "NFEError", "NoiseSource", "get_solver",
            "StabilityWarning", "NonFiniteError", "StepContext", "sample", "SampleResult", "GaussianMixture",
-           "exact_model", "solvers", "load", "CFG", "steer"]
+           "exact_model", "solvers", "load", "CFG", "steer", "tune", "Plan"]

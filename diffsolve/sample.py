@@ -26,12 +26,21 @@ from .denoisers import Denoiser, as_denoiser
 from .hooks import Hook, StepContext, apply_hooks
 from .noise import NoiseSource
 from .paths import Path, get_path
+from .plan import Plan
 from .schedules import FINALS, make_schedule, validate_schedule
 from .solvers.base import Solver, SolverState, StabilityWarning, get_solver
 from .checks import check_bool, check_number
 from .validate import check_cond, check_dtype, check_hooks, check_nfe, check_seeds, check_state_tensor
 
 __all__ = ["sample", "SampleResult", "Hook", "StepContext", "CountingDenoiser", "NonFiniteError", "run_solver"]
+
+
+class _DefaultNFE(int):
+    """The type of ``sample``'s default ``nfe`` (10), so that a plan's own NFE can replace it
+    while an explicit ``nfe=10`` that disagrees with the plan is refused."""
+
+
+DEFAULT_NFE = _DefaultNFE(10)
 
 
 @dataclass
@@ -96,8 +105,8 @@ def run_solver(solver: Solver, denoiser: Callable[[Tensor, Tensor], Tensor], y: 
     return state
 
 
-def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: str | Solver = "dpm++2m",
-           nfe: int | None = 10, schedule: str | Tensor | Sequence[float] = "karras", *,
+def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: str | Solver | Plan = "auto",
+           nfe: int | None = DEFAULT_NFE, schedule: str | Tensor | Sequence[float] | None = None, *, plan: Plan | None = None,
            path: Path | str | None = None, s_min: float | None = None, s_max: float | None = None,
            final: str | None = None, seeds: Sequence[int] | None = None, cond: dict[str, Any] | None = None,
            hooks: Sequence[Hook] = (), return_trajectory: bool = False, progress: bool = False,
@@ -110,7 +119,12 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
         noise: standard normal starting noise, a real floating tensor; the state starts at
             ``y = s_0 * noise`` (the data term dropped, as usual), unless ``y_start`` gives the
             state itself.
-        solver: a name from ``diffsolve.solvers()`` or a Solver instance.
+        solver: ``"auto"`` (the default: solver, grid and ending chosen from ``nfe`` and the path
+            by the fixed rule of :mod:`diffsolve.auto`), a name from ``diffsolve.solvers()``, a
+            Solver instance, or a :class:`~diffsolve.plan.Plan`.
+        plan: a :class:`~diffsolve.plan.Plan` (e.g. from :func:`diffsolve.tune`): its solver,
+            options and levels, exactly; ``schedule``, ``s_min``, ``s_max``, ``final``, ``rho`` and
+            ``shift`` are then refused, and ``nfe`` must be None or the plan's.
         nfe: the exact number of denoiser calls (a positive integer, numpy and 0-dim tensor
             integers accepted, at most :data:`diffsolve.validate.MAX_NFE`); refused with an
             explanation when the solver cannot honour it. ``None`` with an explicit schedule:
@@ -119,7 +133,8 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
             schedule name then gives the grid ``[s_max, s_min(, 0)]`` they integrate across.
         schedule: a name from ``diffsolve.schedules.SCHEDULES`` or an explicit list of levels; a
             list ending above 0 stops there (the samples are the states at that level, as
-            ``final="s_min"``).
+            ``final="s_min"``). Default: ``"karras"`` for a named solver; ``solver="auto"``
+            chooses its own grid and refuses one.
         rho, shift: the spacing of ``schedule="karras"`` (default 7) and ``"flow-shift"``
             (default 3); refused for any other schedule, where they would be ignored.
         path: the path whose trained range (and time) the schedule uses; defaults to the
@@ -143,7 +158,43 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     """
     den = as_denoiser(denoiser)
     noise = check_state_tensor("noise", noise)
+    nfe_unset = nfe is DEFAULT_NFE
     nfe = check_nfe(nfe)
+    if isinstance(solver, Plan):
+        if plan is not None:
+            raise ValueError("give the plan once: solver=plan or plan=plan, not both")
+        solver, plan = "auto", solver
+    elif plan is not None and not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a diffsolve.Plan (from diffsolve.tune or Plan.load), got {type(plan).__name__}")
+    if plan is None and isinstance(solver, str) and solver == "auto":
+        if schedule is not None or final is not None or rho is not None or shift is not None:
+            raise ValueError("solver='auto' chooses its own grid and ending; pass a solver name (e.g. 'dpm++2m') "
+                             "to use schedule=, final=, rho= or shift=")
+        if nfe is None:
+            raise ValueError("solver='auto' needs an integer nfe (the rule picks the solver from it)")
+        from .auto import auto_plan
+
+        plan = auto_plan(nfe, getattr(den, "path", None) if path is None else get_path(path), s_min=s_min, s_max=s_max)
+        s_min = s_max = None
+    elif plan is not None:
+        given = [n for n, v in (("schedule", schedule), ("s_min", s_min), ("s_max", s_max), ("final", final),
+                                ("rho", rho), ("shift", shift)) if v is not None]
+        if given:
+            raise ValueError(f"a plan fixes its own levels; {', '.join(given)} cannot be given with it")
+        if nfe is not None and nfe != plan.nfe and not nfe_unset:
+            raise ValueError(f"nfe={nfe} but the plan makes {plan.nfe} calls; pass nfe=None or {plan.nfe}")
+        p_den = getattr(den, "path", None) if path is None else get_path(path)
+        if plan.path is not None and p_den is not None and p_den.name != plan.path:
+            raise ValueError(f"the plan's levels were chosen for path {plan.path!r}; this denoiser samples "
+                             f"path {p_den.name!r} (levels mean different noise on another path)")
+    if plan is not None:
+        clash = sorted(set(solver_options) & set(plan.options))
+        if clash:
+            raise ValueError(f"the plan sets solver option(s) {', '.join(clash)}; do not pass them again")
+        solver, schedule, nfe = plan.solver, list(plan.sigmas), plan.nfe
+        solver_options = {**plan.options, **solver_options}
+    elif schedule is None:
+        schedule = "karras"
     dtype = check_dtype(dtype)
     cond = check_cond(cond)
     hooks = check_hooks(hooks)

@@ -343,13 +343,13 @@ def _model_sha256(name: str) -> str | None:
     if name in BUILTINS:
         return None
     try:
-        from .models.checkpoint import _weights_path, locate
+        from .models.checkpoint import weights_path, locate
         from .models.checkpoint_files import read_json
 
         meta_path = locate(name)
         if not meta_path.endswith(".json"):
             return None
-        path = _weights_path(read_json(meta_path), meta_path)
+        path = weights_path(read_json(meta_path), meta_path)
     except Exception:  # noqa: BLE001 - a model we cannot fingerprint is recorded without a digest
         return None
     h = hashlib.sha256()

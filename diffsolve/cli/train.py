@@ -29,7 +29,7 @@ CONFIG_FLAGS = {
     "noise_dist": name_in("noise distribution", NOISE_DISTS), "weighting": name_in("weighting", WEIGHTINGS),
     "sigma_data": positive_float, "label_dropout": probability, "batch_size": positive_int, "lr": positive_float,
     "weight_decay": nonneg_float, "warmup": nonneg_int, "steps": positive_int, "ema_decay": probability,
-    "seed": seed_arg, "threads": positive_int,
+    "seed": seed_arg, "threads": positive_int, "init_from": str,
 }
 
 

@@ -237,7 +237,7 @@ def locate(model: str) -> str:
     return model if _is_diffusers_dir(model) else _resolve(model)
 
 
-def _weights_path(meta: dict, meta_path: str) -> str:
+def weights_path(meta: dict, meta_path: str) -> str:
     """The weights file of the checkpoint ``meta_path``: the one its ``weights`` field names, else
     (that one missing) the ``NAME.safetensors`` beside ``NAME.json`` (a pair renamed by hand)."""
     d = os.path.dirname(meta_path)
@@ -287,7 +287,7 @@ def load(model: Any, scheduler: Any = None, *, device: str | torch.device = "cpu
         raise ValueError(f"{meta_path} is not a diffsolve checkpoint (format {found!r}, expected {FORMAT!r})")
     check_meta(meta, meta_path)
     net = build_checked_net(meta, meta_path)
-    wpath = _weights_path(meta, meta_path)
+    wpath = weights_path(meta, meta_path)
     sd = read_weights(wpath)
     check_weights(sd, net, wpath, meta.get("num_classes", 0))
     net.load_state_dict({k: v.float() for k, v in sd.items()})

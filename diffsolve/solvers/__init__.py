@@ -6,6 +6,7 @@ eps from D, broadcast, the multistep order rule, option validators: each written
 file per family.  The noise source lives in :mod:`diffsolve.noise` (re-exported here).
 """
 
+from ..callable_module import make_callable
 from ..noise import NoiseSource
 from .base import NFEError, Solver, SolverState, StabilityWarning
 from .registry import SOLVERS, get_solver, list_solvers, register, solver_options
@@ -17,11 +18,4 @@ __all__ = ["SOLVERS", "NFEError", "NoiseSource", "Solver", "SolverState", "Stabi
            "register", "list_solvers", "solver_options"]
 
 
-class _CallableModule(__import__("types").ModuleType):
-    """``diffsolve.solvers()`` lists the solvers while ``diffsolve.solvers.X`` stays the package."""
-
-    def __call__(self) -> list[dict]:
-        return list_solvers()
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_callable(__name__, list_solvers)  # diffsolve.solvers() lists the solvers

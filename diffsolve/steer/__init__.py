@@ -5,6 +5,7 @@
 """
 
 from . import bon, dts, fk, flowchef, path_search, rbf, search, tds  # noqa: F401  (register the methods)
+from ..callable_module import make_callable
 from .base import METHODS, SteerMethod, get_method, list_methods, steer
 
 methods = list_methods
@@ -12,11 +13,4 @@ methods = list_methods
 __all__ = ["steer", "methods", "METHODS", "SteerMethod", "get_method"]
 
 
-class _CallableModule(__import__("types").ModuleType):
-    """``diffsolve.steer(...)`` steers while ``diffsolve.steer.X`` stays the package."""
-
-    def __call__(self, *args, **kwargs):
-        return steer(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
+make_callable(__name__, steer)

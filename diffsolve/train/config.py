@@ -54,6 +54,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     threads: int = 1
+    init_from: str | None = None             # start from these weights (a shipped name or checkpoint): fine-tuning
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -68,6 +69,8 @@ class TrainConfig:
             require_choice(name, getattr(self, name), accepted)
         if not isinstance(self.arch_kwargs, dict):
             raise ValueError(f"arch_kwargs must be a dict of keyword arguments of {self.arch!r}, got {self.arch_kwargs!r}")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from must be a shipped model name or a checkpoint path, or None, got {self.init_from!r}")
         if not isinstance(self.conditional, bool):
             raise ValueError(f"conditional must be True or False, got {self.conditional!r}")
         require_int("steps", self.steps, 1)

@@ -116,6 +116,21 @@ def _save_state(out_dir: str, obj: dict) -> None:
     atomic_write(os.path.join(out_dir, "state.pt"), lambda tmp: torch.save(obj, tmp))
 
 
+def _init_from(model: str, net: nn.Module, ema: nn.Module) -> None:
+    """Fine-tuning: load the weights of the checkpoint ``model`` (a shipped name or a path) into
+    the network and its EMA; a checkpoint of another architecture is refused with its path."""
+    from ..models.checkpoint import locate, weights_path
+    from ..models.checkpoint_files import check_weights, read_json, read_weights
+
+    meta_path = locate(model)
+    path = weights_path(read_json(meta_path), meta_path)
+    weights = read_weights(path)
+    check_weights(weights, net, path)
+    sd = {k: v.to(net.state_dict()[k].dtype) for k, v in weights.items()}
+    net.load_state_dict(sd)
+    ema.load_state_dict(sd)
+
+
 def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool = True,
           ckpt_every: int | None = None, ckpt_every_s: float = 300.0, log_every: int = 50,
           max_seconds: float | None = None, command: str | None = None,
@@ -165,6 +180,8 @@ def train(cfg: TrainConfig, out_dir: str, *, resume: bool = True, progress: bool
         gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
         step, elapsed, losses, window = st["step"], st["elapsed"], st["losses"], st.get("window", [])
+    elif cfg.init_from is not None:
+        _init_from(cfg.init_from, net, ema)
     n = data.shape[0]
     num_classes = int(arch_kwargs.get("num_classes", 0))
     # the log restarts from what the checkpoint knows (drops lines of steps that were redone)

@@ -1,0 +1,107 @@
+"""``solver="auto"``: the solver, the grid and the ending chosen from the NFE and the path alone.
+
+The grid is a fixed *warp* of the path's range in ``lambda = -log s``: level ``k`` of ``n``
+lies at ``lambda_k = lambda(s_max) + u(k / (n - 1)) (lambda(s_min) - lambda(s_max))``, where
+``u`` is a monotone piecewise-linear map of [0, 1] onto itself with ``len(logits)`` equal pieces
+whose rises are ``softmax(logits)`` (zero logits: the grid uniform in lambda). One warp serves
+every NFE, as Align Your Steps' and LD3's schedules are interpolated to other step counts; the
+run ends at ``s_min`` with a first-order last step (diffusers' ``final_sigmas_type="sigma_min"``).
+
+The warps and the NFE ranges of each solver were fitted once by :mod:`diffsolve.bench.auto_fit`
+(LD3's loss, pooled over the exact mixtures and the trained digits model, on tuning noise the
+benchmark never uses) and are constants here; docs/tuning.md gives the measurements behind them.
+
+    >>> plan = auto_plan(8, None)
+    >>> plan.solver, plan.nfe, plan.final
+    ('deis', 8, 's_min')
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .paths import Path
+from .plan import Plan
+from .schedules import DEFAULT_S_RANGE
+
+__all__ = ["AutoRule", "AUTO_RULES", "auto_plan", "warp_levels", "warp_logits_of"]
+
+
+@dataclass(frozen=True)
+class AutoRule:
+    """For NFE ``lo..hi``: ``solver`` with ``options`` on the grid warped by ``logits``."""
+
+    lo: int
+    hi: int
+    solver: str
+    options: dict[str, Any]
+    logits: tuple[float, ...]
+
+
+def warp_levels(logits: Sequence[float], n_levels: int, s_max: float, s_min: float) -> list[float]:
+    """``n_levels`` levels from ``s_max`` down to ``s_min`` (both included) on the warp of ``logits``."""
+    if n_levels < 2:
+        return [float(s_max)]
+    K = len(logits)
+    top = max(logits)
+    w = [math.exp(v - top) for v in logits]
+    tot = sum(w)
+    knots = [0.0]
+    for v in w:
+        knots.append(knots[-1] + v / tot)
+    knots[-1] = 1.0
+    lam0, lam1 = -math.log(s_max), -math.log(s_min)
+    out = []
+    for k in range(n_levels):
+        tau = k / (n_levels - 1) * K
+        j = min(int(tau), K - 1)
+        u = knots[j] + (tau - j) * (knots[j + 1] - knots[j])
+        out.append(math.exp(-(lam0 + u * (lam1 - lam0))))
+    out[0], out[-1] = float(s_max), float(s_min)
+    return out
+
+
+def warp_logits_of(levels: Sequence[float], K: int) -> list[float]:
+    """Logits of the ``K``-piece warp through ``levels`` (a grid from ``s_max`` to ``s_min``) at
+    the piece boundaries (linear interpolation in the grid's index): a starting point."""
+    lam = [-math.log(v) for v in levels]
+    n = len(lam)
+    u = [(v - lam[0]) / (lam[-1] - lam[0]) for v in lam]
+    at = []
+    for j in range(K + 1):
+        x = j / K * (n - 1)
+        i = min(int(x), n - 2)
+        at.append(u[i] + (x - i) * (u[i + 1] - u[i]))
+    return [math.log(max(b - a, 1e-6)) for a, b in zip(at, at[1:])]
+
+
+#: the rule, by NFE (the first entry also serves smaller NFEs, the last larger ones)
+AUTO_RULES: tuple[AutoRule, ...] = (
+    AutoRule(1, 6, "unipc-bh2", {"lower_order_final": True},
+             (-1.2, -1.2, -1.5, -1.9, -2.2, -2.4)),
+    AutoRule(7, 12, "deis", {"lower_order_final": True},
+             (-1.2, -1.2, -1.5, -1.9, -2.2, -2.4)),
+    AutoRule(13, 10_000, "deis", {"lower_order_final": True},
+             (-1.2, -1.2, -1.5, -1.9, -2.2, -2.4)),
+)
+
+
+def auto_plan(nfe: int, path: Path | None, *, s_min: float | None = None, s_max: float | None = None) -> Plan:
+    """The plan ``solver="auto"`` samples with at ``nfe`` calls on ``path`` (its trained range,
+    or ``s_min``/``s_max`` when given; without a path, :data:`~diffsolve.schedules.DEFAULT_S_RANGE`)."""
+    from .solvers import get_solver
+
+    rule = next((r for r in AUTO_RULES if nfe <= r.hi), AUTO_RULES[-1])
+    lo, hi = (path.s_min, path.s_max) if path is not None else DEFAULT_S_RANGE
+    lo = float(lo if s_min is None else s_min)
+    hi = float(hi if s_max is None else s_max)
+    if not 0 < lo < hi:
+        raise ValueError(f"solver='auto' needs 0 < s_min < s_max, got s_min={lo:g}, s_max={hi:g}")
+    slv = get_solver(rule.solver, **rule.options).for_nfe(nfe, False)
+    n_steps = slv.steps_for_nfe(nfe, False)
+    levels = warp_levels(rule.logits, n_steps + 1, hi, lo)
+    return Plan(solver=rule.solver, sigmas=tuple(levels), nfe=nfe, path=None if path is None else path.name,
+                options=dict(rule.options), method="auto",
+                fitted={"rule": f"nfe {rule.lo}-{rule.hi}", "warp_logits": list(rule.logits)})

@@ -1,0 +1,102 @@
+"""What tuning measures against: the model's own high-accuracy ODE solution from the tuning noise,
+and the distance of a candidate plan's samples to it, with every network call counted.
+
+The teacher is RK4 in lambda with ``steps`` steps from ``s_start`` to the path's lowest trained
+level, then the exact final denoising step (the same construction as the benchmark's reference,
+on noise the benchmark never uses).
+
+    >>> import torch
+    >>> from diffsolve.models.gmm import builtin
+    >>> t = Teacher(builtin("gmm-2d"), seeds=range(8), shape=(2,), path="edm", steps=20)
+    >>> t.calls, t.error("dpm++2m", t.karras(6, "zero")) < 0.5
+    (81, True)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ..denoisers import as_denoiser
+from ..noise import NoiseSource
+from ..paths import Path, get_path
+from ..sample import sample
+from ..schedules import make_schedule
+from ..solvers import get_solver
+
+__all__ = ["Teacher"]
+
+
+class Teacher:
+    """Tuning noise (one per-sample seed each), the teacher's samples from it, and the error of a
+    candidate (solver, grid) against them. ``calls`` counts every network call made so far
+    (teacher included); ``budget`` (if set) is enforced by :meth:`error`."""
+
+    def __init__(self, denoiser: Any, *, seeds: Sequence[int], shape: Sequence[int], path: Path | str | None = None,
+                 cond: dict[str, Any] | None = None, steps: int = 100, dtype: torch.dtype = torch.float64):
+        self.den, self.cond, self.dtype = as_denoiser(denoiser), cond, dtype
+        p = get_path(path) if path is not None else getattr(denoiser, "path", None)
+        if p is None:
+            raise ValueError("tuning needs the denoiser's path: pass path=... (a name from diffsolve.PATHS)")
+        self.path = p
+        self.seeds = [int(s) for s in seeds]
+        self.noise = NoiseSource.initial(self.seeds, tuple(shape), dtype=dtype)
+        self.s_start, self.s_lo = float(p.s_max), float(p.s_min)
+        self.calls = 0
+        self.budget: int | None = None
+        res = self._run("rk4", list(make_schedule("log-snr", steps + 1, path=p, final="zero")), {})
+        self.target = res.samples
+        self.teacher = f"rk4 in lambda, {steps} steps + final denoise ({res.nfe} calls)"
+
+    def _run(self, solver: str, grid: Sequence[float], options: dict[str, Any], trajectory: bool = False):
+        res = sample(self.den, self.noise, solver=solver, nfe=None, schedule=list(grid), path=self.path,
+                     cond=self.cond, dtype=self.dtype, seeds=self.seeds, return_trajectory=trajectory, **options)
+        self.calls += res.nfe
+        return res
+
+    def sample_with_trajectory(self, solver: str, grid: Sequence[float]):
+        """A run from the tuning noise that keeps every state (calls counted)."""
+        return self._run(solver, grid, {}, trajectory=True)
+
+    def denoised(self, states: Sequence[Tensor], levels: Sequence[float]) -> list[Tensor]:
+        """``D(y, s)`` of the tuning batch at each (state, level) pair (one call each, counted)."""
+        lv = torch.tensor([float(v) for v in levels], dtype=self.dtype)
+        self.den.prepare(torch.cat([lv, lv.new_zeros(1)]), self.dtype)
+        cond = self.den.check(states[0], dict(self.cond or {}))
+        with torch.no_grad():
+            out = [self.den(y, lv[i], **cond) for i, y in enumerate(states)]
+        self.calls += len(out)
+        return out
+
+    def karras(self, n_steps: int, final: str) -> list[float]:
+        """EDM's rho = 7 grid of ``n_steps`` steps on the path's range (a starting point)."""
+        return make_schedule("karras", n_steps, path=self.path, final=final).tolist()
+
+    def steps_for(self, solver: str, nfe: int, final: str, options: dict[str, Any] | None = None) -> int:
+        """The number of steps ``solver`` takes for ``nfe`` calls with this ending."""
+        return get_solver(solver, **(options or {})).for_nfe(nfe, final == "zero").steps_for_nfe(nfe, final == "zero")
+
+    def samples(self, solver: str, grid: Sequence[float], options: dict[str, Any] | None = None) -> Tensor:
+        """A candidate's samples from the tuning noise (calls counted, budget enforced)."""
+        if self.budget is not None and self.calls >= self.budget:
+            raise BudgetSpent(self.calls)
+        return self._run(solver, grid, dict(options or {})).samples
+
+    def error(self, solver: str, grid: Sequence[float], options: dict[str, Any] | None = None) -> float:
+        """RMS distance (per coordinate, over the tuning batch) of a candidate's samples to the
+        teacher's; ``inf`` when the run is not finite."""
+        try:
+            x = self.samples(solver, grid, options)
+        except BudgetSpent:
+            raise
+        except (ValueError, RuntimeError, FloatingPointError):  # an unusable grid for this solver
+            return math.inf
+        e = float((x - self.target).pow(2).mean().sqrt())
+        return e if math.isfinite(e) else math.inf
+
+
+class BudgetSpent(Exception):
+    """The tuning budget of network calls is used up."""
