@@ -24,20 +24,32 @@ from typing import Any, Sequence
 
 from .paths import Path
 from .plan import Plan
-from .schedules import DEFAULT_S_RANGE
+from .schedules import DEFAULT_S_RANGE, make_schedule
 
 __all__ = ["AutoRule", "AUTO_RULES", "auto_plan", "warp_levels", "warp_logits_of"]
 
 
 @dataclass(frozen=True)
 class AutoRule:
-    """For NFE ``lo..hi``: ``solver`` with ``options`` on the grid warped by ``logits``."""
+    """For NFE ``lo..hi``: ``solver`` with ``options`` on ``grid``, ending at ``s_min``:
+    ``("warp", logit, ...)`` (:func:`warp_levels`), ``("karras", rho)``, ``("log-snr",)`` or
+    ``("time-quadratic",)`` (:func:`~diffsolve.schedules.make_schedule`'s grids)."""
 
     lo: int
     hi: int
     solver: str
     options: dict[str, Any]
-    logits: tuple[float, ...]
+    grid: tuple[Any, ...]
+
+    def levels(self, n_levels: int, s_max: float, s_min: float, path: Path | None) -> list[float]:
+        kind, *params = self.grid
+        if kind == "warp":
+            return warp_levels(params, n_levels, s_max, s_min)
+        if n_levels < 2:
+            return [float(s_max)]
+        extra = {"rho": params[0]} if kind == "karras" else {}
+        p = path if kind.startswith("time") else None
+        return make_schedule(kind, n_levels - 1, path=p, s_min=s_min, s_max=s_max, final="s_min", **extra).tolist()
 
 
 def warp_levels(logits: Sequence[float], n_levels: int, s_max: float, s_min: float) -> list[float]:
@@ -79,12 +91,9 @@ def warp_logits_of(levels: Sequence[float], K: int) -> list[float]:
 
 #: the rule, by NFE (the first entry also serves smaller NFEs, the last larger ones)
 AUTO_RULES: tuple[AutoRule, ...] = (
-    AutoRule(1, 6, "unipc-bh2", {"lower_order_final": True},
-             (-1.2, -1.2, -1.5, -1.9, -2.2, -2.4)),
-    AutoRule(7, 12, "deis", {"lower_order_final": True},
-             (-1.2, -1.2, -1.5, -1.9, -2.2, -2.4)),
-    AutoRule(13, 10_000, "deis", {"lower_order_final": True},
-             (-1.2, -1.2, -1.5, -1.9, -2.2, -2.4)),
+    AutoRule(1, 6, "unipc-bh2", {"lower_order_final": True}, ("karras", 7.0)),
+    AutoRule(7, 12, "deis", {"lower_order_final": True}, ("karras", 7.0)),
+    AutoRule(13, 10_000, "deis", {"lower_order_final": True}, ("karras", 10.0)),
 )
 
 
@@ -97,11 +106,11 @@ def auto_plan(nfe: int, path: Path | None, *, s_min: float | None = None, s_max:
     lo, hi = (path.s_min, path.s_max) if path is not None else DEFAULT_S_RANGE
     lo = float(lo if s_min is None else s_min)
     hi = float(hi if s_max is None else s_max)
-    if not 0 < lo < hi:
-        raise ValueError(f"solver='auto' needs 0 < s_min < s_max, got s_min={lo:g}, s_max={hi:g}")
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise ValueError(f"solver='auto' needs 0 < s_min < s_max < inf, got s_min={lo:g}, s_max={hi:g}")
     slv = get_solver(rule.solver, **rule.options).for_nfe(nfe, False)
     n_steps = slv.steps_for_nfe(nfe, False)
-    levels = warp_levels(rule.logits, n_steps + 1, hi, lo)
+    levels = rule.levels(n_steps + 1, hi, lo, path)
     return Plan(solver=rule.solver, sigmas=tuple(levels), nfe=nfe, path=None if path is None else path.name,
                 options=dict(rule.options), method="auto",
-                fitted={"rule": f"nfe {rule.lo}-{rule.hi}", "warp_logits": list(rule.logits)})
+                fitted={"rule": f"nfe {rule.lo}-{rule.hi}", "grid": list(rule.grid)})

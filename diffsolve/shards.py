@@ -116,7 +116,7 @@ class SampleRun:
     model: str
     solver: str = "dpm++2m"
     nfe: int | None = 10
-    schedule: str = "karras"
+    schedule: str | None = "karras"  # None with solver="auto" (the rule chooses the grid)
     path: str | None = None
     rtol: float | None = None
     atol: float | None = None
@@ -402,7 +402,8 @@ def _prepare(run: SampleRun, out_dir: str) -> SampleRun:
     manifest, or check it against the run."""
     from .solvers import get_solver
 
-    run = dataclasses.replace(run, solver=get_solver(run.solver).name)  # an alias resumes its solver's run
+    if run.solver != "auto":
+        run = dataclasses.replace(run, solver=get_solver(run.solver).name)  # an alias resumes its solver's run
     model = _model(run.model)
     if not hasattr(model, "shape"):
         raise ValueError(f"model {run.model!r} is not a diffusion/flow denoiser (a text model?); "

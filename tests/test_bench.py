@@ -60,7 +60,7 @@ def test_cells_follow_nfe_rules():
     assert by["torchdiffeq:dopri5(lambda)"] == [0.01]  # adaptive: one cell per tolerance
     # the registry is picked up: every registered solver appears in the default methods
     keys = default_methods(peers=False)
-    assert {k.split(":")[1].split("[")[0] for k in keys} == set(diffsolve.solvers.SOLVERS)
+    assert {k.split(":")[1].split("[")[0] for k in keys} == set(diffsolve.solvers.SOLVERS) | {"auto", "tuned"}
 
 
 def test_tiny_sweep_end_to_end(full_run, tmp_path):

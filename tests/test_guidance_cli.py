@@ -11,7 +11,7 @@ from diffsolve.cli import main
 from diffsolve.guidance import CFG, AdaptiveGuidance, ClassifierGuidance, UniversalGuidance
 from diffsolve.solvers import NoiseSource
 
-FAST = ["--num", "4", "--nfe", "5", "--quiet", "--no-metrics", "--out", ""]
+FAST = ["--num", "4", "--solver", "dpm++2m", "--nfe", "5", "--quiet", "--no-metrics", "--out", ""]
 LABELS = torch.tensor([0, 1, 2, 0])  # --label 0 1 2 cycled over 4 samples
 
 

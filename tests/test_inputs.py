@@ -184,7 +184,7 @@ def test_unstable_step_is_named_as_the_solver_not_the_denoiser():
     (dict(path="ddpm-lin"), "ddpm-lin"), (dict(solver="ddim", eta=0.5), "eta"),
 ])
 def test_driver_options_are_checked(kw, name):
-    kw = {"nfe": 4, **kw}
+    kw = {"nfe": 4, "solver": "dpm++2m", **kw}  # a named solver: solver="auto" refuses grid options outright
     if isinstance(kw.get("schedule"), list):
         kw["nfe"] = None
     diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), **kw), name)
@@ -321,12 +321,13 @@ def test_network_outputs_that_would_be_cast_are_refused():
 
 
 def test_grid_options_that_would_be_ignored_are_refused():
-    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, shift=5.0), "shift")
-    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, schedule="log-snr", rho=3.0), "rho")
-    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=None, schedule=[10.0, 1.0, 0.0], rho=3.0), "rho")
+    kw = dict(solver="dpm++2m")  # a named solver (solver="auto" refuses every grid option)
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, shift=5.0, **kw), "shift")
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=3, schedule="log-snr", rho=3.0, **kw), "rho")
+    diffsolve_error(lambda: diffsolve.sample(gmm(), _noise(), nfe=None, schedule=[10.0, 1.0, 0.0], rho=3.0, **kw), "rho")
     # the options still shape the schedules they belong to
-    a = diffsolve.sample(gmm(), _noise(), nfe=4, rho=3.0).sigmas
-    b = diffsolve.sample(gmm(), _noise(), nfe=4).sigmas
+    a = diffsolve.sample(gmm(), _noise(), nfe=4, rho=3.0, **kw).sigmas
+    b = diffsolve.sample(gmm(), _noise(), nfe=4, **kw).sigmas
     assert not torch.equal(a, b)
 
 

@@ -109,7 +109,8 @@ def test_a_resumed_run_with_other_settings_is_refused(tmp_path, capsys):
                        tmp_path)
         assert e.value.field == field
     assert sorted(os.listdir(tmp_path)) == ["run.json", "samples-000000-000009.safetensors"]  # nothing drawn
-    rc = main(["sample", "--model", "digits", "--nfe", "6", "--num", "25", "--shard-size", "5", "--label", "3", "1",
+    rc = main(["sample", "--model", "digits", "--solver", "dpm++2m", "--nfe", "6", "--num", "25", "--shard-size", "5",
+               "--label", "3", "1",
                "4", "--out-dir", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"diffsolve sample: error: argument --out-dir: {tmp_path} holds a run with "

@@ -21,6 +21,8 @@ sampler ends with. Its own error is the RMS distance to torchdiffeq's dopri5 (rt
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +34,12 @@ from ..denoisers import from_network
 from ..metrics import exact as mx
 from ..metrics.features import class_accuracy
 from ..metrics.frechet import frechet_distance
+from ..auto import auto_plan
 from ..paths import Path
+from ..plan import Plan
 from ..sample import sample
 from ..solvers import NoiseSource, StabilityWarning
+from ..tune import tune
 from .cells import Cell
 from .methods import parse_method
 from .networks import BoundNet, cond_for, model_network, model_path_prediction, one_thread
@@ -107,11 +112,55 @@ def _metrics(spec: SweepSpec, model: str, x: Tensor, ctx: Context, seed: int) ->
     return out
 
 
+_PLANS: dict[tuple[str, ...], Plan] = {}
+
+
+def tuned_plan(spec: SweepSpec, model: str, nfe: int, method: str) -> Plan:
+    """The plan of a tuned row: fitted once per (model, path, prediction, NFE, method) on
+    ``spec.tune_batch`` samples of the default tuning noise (never the sweep's), kept in memory
+    and in ``spec.plans_dir``."""
+    path_name, prediction = model_path_prediction(model, spec.path, spec.prediction)
+    key = (model, path_name, prediction, str(nfe), method, str(spec.tune_budget), str(spec.tune_batch))
+    if key in _PLANS:
+        return _PLANS[key]
+    file = None
+    if spec.plans_dir:
+        file = os.path.join(spec.plans_dir, f"{model}-{path_name}-{prediction}-nfe{nfe}-{method}.plan.json")
+        if os.path.exists(file):
+            plan = Plan.load(file)
+            if plan.cost.get("budget") == spec.tune_budget and len(plan.seeds) == spec.tune_batch:
+                _PLANS[key] = plan
+                return plan
+    m, net, p, pred, _ = model_network(model, spec.path, spec.prediction)
+    den = from_network(BoundNet(net, cond_for(m, spec.tune_batch)), p, pred)
+    plan = tune(den, nfe, shape=tuple(m.shape), path=p, method=method, budget=spec.tune_budget,
+                batch=spec.tune_batch)
+    plan = dataclasses.replace(plan, cost={**plan.cost, "budget": spec.tune_budget})
+    if file is not None:
+        os.makedirs(spec.plans_dir, exist_ok=True)
+        plan.save(file)
+    _PLANS[key] = plan
+    return plan
+
+
+def plan_note(plan: Plan) -> str:
+    """A tuned row's message: what tuning cost and what it chose."""
+    return (f"tuned ({plan.method}) on {len(plan.seeds)} samples of its own noise: {plan.cost['calls']} calls, "
+            f"{plan.cost['seconds']:.0f} s; {plan.solver} on " + " ".join(f"{v:.4g}" for v in plan.sigmas))
+
+
 def _run_ours(spec: SweepSpec, info: dict[str, Any], cell: Cell, bnet: BoundNet, p: Path, pred: str,
               ctx: Context) -> tuple[Tensor, int]:
     cnet = CountingNet(bnet)
     den = from_network(cnet, p, pred)
     opts = dict(info["options"])
+    if info["solver"] in ("auto", "tuned"):
+        plan = auto_plan(int(cell.budget), p) if info["solver"] == "auto" else \
+            tuned_plan(spec, cell.model, int(cell.budget), info["schedule"])
+        res = sample(den, ctx.noise, plan=plan, path=p, seeds=sample_seeds(cell.seed, spec.batch))
+        if res.nfe != cnet.calls:
+            raise RuntimeError(f"driver reports {res.nfe} NFE, the network counted {cnet.calls}")
+        return res.samples, cnet.calls
     if info["kind"] == "adaptive":
         opts.update(rtol=float(cell.budget), atol=float(cell.budget) / 10)
         nfe = None
@@ -169,6 +218,8 @@ def _measure(spec: SweepSpec, cell: Cell, ctx: Context, info: dict[str, Any], ro
         return
     if info["lib"] == "diffsolve":
         x, nfe = _run_ours(spec, info, cell, bnet, p, pred, ctx)
+        if info["solver"] == "tuned":
+            row["message"] = plan_note(tuned_plan(spec, cell.model, int(cell.budget), info["schedule"]))
     else:
         why = available(info["lib"]) or applicable(cell.method, p, pred)
         if why is not None:

@@ -5,6 +5,9 @@
   :data:`diffsolve.solvers.SOLVERS` is picked up by :func:`default_methods`;
 * ``diffusers:...``, ``k-diffusion:...``, ``torchdiffeq:...`` for the peers of
   :mod:`diffsolve.bench.peers`;
+* ``diffsolve:auto`` (``solver="auto"``: the rule of :mod:`diffsolve.auto`) and
+  ``diffsolve:tuned[METHOD]`` (a plan fitted by :func:`diffsolve.tune` with METHOD, ``ld3`` or
+  ``gits``, on tuning noise disjoint from the sweep's, at NFE 3-:data:`TUNED_MAX_NFE`);
 * ``reference:rk4-vs-dopri5`` (the reference's own error) and ``exact:floor`` (the distribution
   metrics between two exact sample sets of the batch size), one row per model and seed.
 
@@ -29,10 +32,14 @@ from ..solvers import SOLVERS, NFEError, get_solver
 from .peers import PEERS, peer_feasible
 from .spec import DEFAULT_SCHEDULES
 
-__all__ = ["REFERENCE", "FLOOR", "EXTRA_OPTIONS", "STOP_AT_S_MIN", "GRID_OPTIONS", "parse_method", "method_key",
+__all__ = ["REFERENCE", "FLOOR", "AUTO", "TUNED", "TUNED_MAX_NFE", "EXTRA_OPTIONS", "STOP_AT_S_MIN", "GRID_OPTIONS", "parse_method", "method_key",
            "default_methods", "solver_options", "feasible"]
 
 REFERENCE, FLOOR = "reference:rk4-vs-dopri5", "exact:floor"
+AUTO, TUNED = "diffsolve:auto", "diffsolve:tuned[ld3]"
+#: the largest NFE tuned rows are made for (tuning is for the few-step regime; its cost grows as NFE^2)
+TUNED_MAX_NFE = 10
+_TUNED = re.compile(r"^diffsolve:tuned\[(?P<method>[^\]]+)\]$")
 #: non-default options of our solvers that the default sweep also runs
 EXTRA_OPTIONS: dict[str, list[dict[str, Any]]] = {
     "dpm++3m": [{"variant": "reference"}, {"variant": "taylor"}],  # whichever is not the default
@@ -75,6 +82,16 @@ def parse_method(key: str) -> dict[str, Any]:
     if key in (REFERENCE, FLOOR):
         return {"lib": key.split(":")[0], "solver": key.split(":")[1], "schedule": "", "options": {},
                 "kind": "reference" if key == REFERENCE else "floor"}
+    if key == AUTO:
+        return {"lib": "diffsolve", "solver": "auto", "schedule": "auto", "options": {}, "kind": "fixed"}
+    t = _TUNED.match(key)
+    if t:
+        from ..tune import TUNE_METHODS
+
+        if t.group("method") not in TUNE_METHODS:
+            raise ValueError(f"unknown tuning method {t.group('method')!r} in method key {key!r}; accepted: "
+                             f"{', '.join(TUNE_METHODS)}")
+        return {"lib": "diffsolve", "solver": "tuned", "schedule": t.group("method"), "options": {}, "kind": "fixed"}
     if key.startswith("diffsolve:"):
         m = _DS.match(key)
         if not m:
@@ -157,6 +174,8 @@ def default_methods(schedules: Sequence[str] = DEFAULT_SCHEDULES, peers: bool = 
             for lof in STOP_AT_S_MIN["lower_order_final"]:
                 for sch in (sch for sch in schedules if sch in STOP_AT_S_MIN["schedules"]):
                     out.append(method_key(name, sch, {"final": "s_min", "lower_order_final": lof}))
+    if solvers is None:
+        out.extend([AUTO, TUNED])
     if peers:
         out.extend(PEERS)
     return out
@@ -173,6 +192,10 @@ def feasible(key: str, nfe: int) -> bool:
     info = parse_method(key)
     if info["kind"] in ("adaptive", "reference", "floor"):
         return False
+    if info["solver"] == "auto":
+        return True
+    if info["solver"] == "tuned":
+        return 3 <= nfe <= TUNED_MAX_NFE
     if info["lib"] == "diffsolve":
         to_zero = info["options"].get("final", "zero") == "zero"
         solver = get_solver(info["solver"], **solver_options(info["options"]))

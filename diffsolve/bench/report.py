@@ -101,6 +101,38 @@ def _is_num(v) -> bool:
     return isinstance(v, float) and math.isfinite(v)
 
 
+#: the configuration ``diffsolve.sample`` used by default before ``solver="auto"``
+OLD_DEFAULT = "diffsolve:dpm++2m[karras]"
+
+
+def _default_and_tuned(fixed: dict, nfes: list[int], best_peer: dict) -> list[str]:
+    """The table of what a user gets: ``auto`` (the default) and tuned plans against the old
+    default and the best peer configuration (picked afterwards, per NFE)."""
+    from .methods import AUTO, TUNED
+
+    if AUTO not in fixed and TUNED not in fixed:
+        return []
+    val = lambda meth, n: fixed.get(meth, {}).get(n, {}).get("value")  # noqa: E731
+    cell = lambda v: fmt_err(v) if _is_num(v) else "—"  # noqa: E731
+    ratio = lambda a, b: f"{a / b:.2f}" if _is_num(a) and _is_num(b) and b > 0 else "—"  # noqa: E731
+    out = ["#### What a user gets: `auto` (the default) and a tuned plan, against the old default and the best peer",
+           "", "`auto` is `solver=\"auto\"` (chosen from the NFE and the path alone); *tuned* is a plan fitted by "
+           "`diffsolve.tune` (LD3) to this model on samples of its own noise, never the noise evaluated here "
+           "(how many, and its cost, in the last column); the old default is `dpm++2m` on `karras`; the best peer "
+           "is the best of every peer configuration at that NFE, picked afterwards.", "",
+           "| NFE | auto | tuned | old default | best peer | auto / best peer | tuned / best peer | tuning cost |",
+           "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for n in nfes:
+        a, t, d = val(AUTO, n), val(TUNED, n), val(OLD_DEFAULT, n)
+        p = best_peer.get(n, (None,))[0]
+        e = fixed.get(TUNED, {}).get(n)
+        cost = ""
+        if e is not None and "calls" in e["row"].get("message", ""):
+            cost = e["row"]["message"].split(";")[0].split(": ", 1)[-1]
+        out.append(f"| {n} | {cell(a)} | {cell(t)} | {cell(d)} | {cell(p)} | {ratio(a, p)} | {ratio(t, p)} | {cost} |")
+    return out + [""]
+
+
 def _model_section(model: str, rows: list[dict[str, str]]) -> tuple[list[str], dict]:
     agg = aggregate(rows, "rms")
     r0 = rows[0]
@@ -150,6 +182,7 @@ def _model_section(model: str, rows: list[dict[str, str]]) -> tuple[list[str], d
         lines.append(f"| {n} | {_label(o[2]) if o else '—'} | {fmt_err(o[0]) if o else '—'} | "
                      f"{_label(p[2]) if p else '—'} | {fmt_err(p[0]) if p else '—'} | {ratio} |")
     lines.append("")
+    lines += _default_and_tuned(fixed, nfes, best_peer)
 
     # full table
     def sort_key(meth):

@@ -46,7 +46,8 @@ class SweepSpec:
     budgets of fixed-budget methods, ``rtols`` the tolerances of adaptive ones; ``seeds`` give each
     (model, seed) its own starting noise for ``batch`` samples; the reference is RK4 with
     ``ref_steps`` steps, cross-checked by dopri5 at ``ref_rtol``; ``n_proj`` projections for the
-    sliced W2 distance. Bad values are refused when the spec is built."""
+    sliced W2 distance; tuned rows fit their plan with ``tune_budget`` calls on ``tune_batch``
+    samples of their own noise and keep it in ``plans_dir`` (None: in memory only). Bad values are refused when the spec is built."""
 
     models: Sequence[str] = DEFAULT_MODELS
     methods: Sequence[str] = ()
@@ -59,6 +60,9 @@ class SweepSpec:
     ref_steps: int = 300
     ref_rtol: float = 1e-8
     n_proj: int = 256
+    tune_budget: int = 6000
+    tune_batch: int = 128
+    plans_dir: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str) or not self.models or not all(isinstance(m, str) for m in self.models):
@@ -67,7 +71,7 @@ class SweepSpec:
             raise SpecError("methods", f"must be a sequence of method keys, got {self.methods!r}")
         _check_ints("nfes", self.nfes, 1, MAX_NFE)
         _check_ints("seeds", self.seeds, 0)
-        for name in ("batch", "n_proj"):
+        for name in ("batch", "n_proj", "tune_budget", "tune_batch"):
             _check_ints(name, (getattr(self, name),), 1)
         _check_ints("ref_steps", (self.ref_steps,), 1, (MAX_NFE - 1) // 4)  # RK4: 4 calls a step, + the final one
         _check_positive("rtols", self.rtols)

@@ -25,7 +25,7 @@ import sys
 import warnings
 
 from . import bench, generate, inverse, metrics, sample, steer, text_bench, train, train_text, train_verifier
-from . import guidance_bench
+from . import guidance_bench, tune
 from .args import Parser, command_line
 
 __all__ = ["main", "build_parser", "DIFFSOLVE_ERRORS"]
@@ -35,7 +35,7 @@ DIFFSOLVE_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointEr
 
 _ADD_COMMANDS = (sample.add_parsers, bench.add_parser, train.add_parser, train_text.add_parser, inverse.add_parsers,
                  generate.add_parsers, text_bench.add_parser, metrics.add_parser, train_verifier.add_parser,
-                 steer.add_parsers, guidance_bench.add_parser)
+                 steer.add_parsers, guidance_bench.add_parser, tune.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -149,7 +149,7 @@ def library_check(what: str, check: Callable[[str], Any]) -> Callable[[str], str
     return _type(what, wrapped)
 
 
-solver_name = library_check("solver", get_solver)
+solver_name = library_check("solver", lambda v: v if v == "auto" else get_solver(v))  # auto: diffsolve.auto
 method_arg = library_check("method", parse_method)
 
 

@@ -49,7 +49,8 @@ def _spec(args: argparse.Namespace) -> SweepSpec:
     try:
         return SweepSpec(models=tuple(args.models), methods=tuple(methods), nfes=tuple(args.nfes),
                          seeds=tuple(args.seeds), batch=args.batch, path=args.path, prediction=args.prediction,
-                         ref_steps=args.ref_steps, **kw)
+                         ref_steps=args.ref_steps, tune_budget=args.tune_budget, tune_batch=args.tune_batch,
+                         plans_dir=args.out + "-plans", **kw)
     except SpecError as e:  # the flag of the field
         raise UsageError(f"argument --{e.field.replace('_', '-')}: {e}") from None
 
@@ -121,7 +122,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prediction", type=prediction_name, default="eps",
                    help="prediction type of the exact models' network")
     p.add_argument("--ref-steps", type=positive_int, default=300, help="RK4 steps of the reference solution")
-    p.add_argument("--out", default=_DEFAULT_OUT, help="output prefix: PREFIX.csv, PREFIX.md, PREFIX.png")
+    p.add_argument("--out", default=_DEFAULT_OUT, help="output prefix: PREFIX.csv, PREFIX.md, PREFIX.png "
+                   "(tuned rows keep their plans in PREFIX-plans/)")
+    p.add_argument("--tune-budget", type=positive_int, default=6000,
+                   help="network calls a tuned row's plan may cost (diffsolve.tune's budget; default 6000)")
+    p.add_argument("--tune-batch", type=positive_int, default=128, help="tuning samples of a tuned row (default 128)")
     p.add_argument("--from-csv", nargs="+", type=existing_file, default=None,
                    help="only write the report from existing sweep CSVs")
     p.add_argument("--ray", default=None, metavar="ADDRESS", type=library_check("ray_address", check_ray_address),

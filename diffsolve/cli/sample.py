@@ -100,10 +100,28 @@ def cli_nfe_hint(message: str) -> str:
 
 def _nfe_and_tolerances(args: argparse.Namespace) -> tuple[int | None, dict[str, float]]:
     """The NFE to pass to ``sample`` and the solver's tolerance options, checked against the
-    solver: adaptive solvers take ``--nfe none`` and ``--rtol/--atol``, the others an NFE."""
-    cls = type(get_solver(args.solver))
+    solver: adaptive solvers take ``--nfe none`` and ``--rtol/--atol``, the others an NFE; a
+    ``--plan`` brings its own NFE (``--nfe`` may repeat it)."""
     tolerances = {k: getattr(args, k) for k in ("rtol", "atol") if getattr(args, k) is not None}
     given = "nfe" in vars(args)
+    if vars(args).get("plan") is not None or args.solver == "auto":
+        what = "--plan" if vars(args).get("plan") is not None else "--solver auto"
+        if tolerances:
+            raise UsageError(f"argument --{next(iter(tolerances))}: {what} is not adaptive (it spends exactly --nfe "
+                             "calls); --rtol/--atol apply to the adaptive solvers (--solver dpm-solver-12/-23)")
+        if given and args.nfe is None:
+            raise UsageError(f"argument --nfe: 'none' is for adaptive solvers, not {what}")
+        if vars(args).get("plan") is not None:
+            if args.solver != "auto" or args.schedule is not None:
+                raise UsageError("argument --plan: the plan fixes the solver and the levels; drop --solver/--schedule")
+            return (args.nfe if given else None), {}
+        if args.schedule is not None:
+            raise UsageError("argument --schedule: --solver auto (the default) chooses its own grid; name a "
+                             "solver (e.g. --solver dpm++2m) to use --schedule")
+        return (args.nfe if given else DEFAULT_NFE), {}
+    if args.schedule is None:
+        args.schedule = "karras"
+    cls = type(get_solver(args.solver))
     if getattr(cls, "adaptive", False):
         if given and args.nfe is not None:
             raise UsageError(f"argument --nfe: solver {cls.name!r} is adaptive: its NFE follows from --rtol/--atol; "
@@ -249,6 +267,19 @@ def _sample_shards(args: argparse.Namespace, model: Any, nfe: int | None, tolera
     return 0
 
 
+def _grid_name(args: argparse.Namespace) -> str:
+    return "plan" if vars(args).get("plan") is not None else "auto grid" if args.solver == "auto" else args.schedule
+
+
+def _load_plan(file: str) -> Any:
+    from ..plan import Plan
+
+    try:
+        return Plan.load(file)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"argument --plan: {e}") from None
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     _check_shard_flags(args)
     nfe, tolerances = _nfe_and_tolerances(args)
@@ -262,14 +293,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not hasattr(model, "shape"):
             raise UsageError(f"argument --model: {args.model!r} is not a diffusion/flow model; --out-dir "
                              "draws continuous samples")
+        if vars(args).get("plan") is not None:
+            raise UsageError("argument --plan: not with --out-dir yet (a sharded run records a solver name and a "
+                             "schedule name in its manifest); sample a plan without --out-dir")
         return _sample_shards(args, model, nfe, tolerances, guided)
     seeds = list(range(args.seed, args.seed + args.num))
     noise = NoiseSource.initial(seeds, tuple(model.shape))
     cond = {"labels": labels} if labels is not None else {}
     if vars(args).get("guide") == "free":  # the reward steers toward the labels; the model runs unconditional
         cond = {"labels": torch.full_like(labels, model.null_label)}
+    solver = args.solver if vars(args).get("plan") is None else _load_plan(args.plan)
     try:
-        res = sample(den, noise, solver=args.solver, nfe=nfe, schedule=args.schedule, seeds=seeds, cond=cond,
+        res = sample(den, noise, solver=solver, nfe=nfe, schedule=args.schedule, seeds=seeds, cond=cond,
                      progress=not args.quiet, **({"path": args.path} if args.path else {}), **tolerances)
     except NFEError as e:
         raise NFEError(cli_nfe_hint(str(e))) from None
@@ -278,7 +313,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.out:
         nrow = len(args.label) if args.label and 4 <= len(args.label) <= 16 and args.num % len(args.label) == 0 else None
         save_samples(x, args.out, nrow=nrow,
-                     title=f"{args.model}: {res.solver}, {res.nfe} NFE, {args.schedule}{guided}")
+                     title=f"{args.model}: {res.solver}, {res.nfe} NFE, {_grid_name(args)}{guided}")
     if args.save_tensor:
         atomic_save_tensor(x, args.save_tensor)
     print(f"{args.num} sample{'s' if args.num != 1 else ''} from {args.model} with {res.solver}: {res.nfe} NFE{guided}, "
@@ -297,12 +332,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample a model and write a picture")
     p.add_argument("--model", default="gmm-2d", type=model_name,
                    help="an exact mixture (gmm-2d, gmm-64, gmm-3072), a shipped model or a checkpoint path")
-    p.add_argument("--solver", default="dpm++2m", type=solver_name, help="a name from 'diffsolve solvers'")
+    p.add_argument("--solver", default="auto", type=solver_name,
+                   help="'auto' (default: solver, grid and ending chosen from --nfe and the path; docs/tuning.md) "
+                        "or a name from 'diffsolve solvers'")
+    p.add_argument("--plan", default=None, metavar="PLAN.json",
+                   help="sample with a plan fitted by 'diffsolve tune' (its solver, options and levels)")
     p.add_argument("--nfe", type=nfe_arg, default=argparse.SUPPRESS,
                    help=f"network evaluations (default {DEFAULT_NFE}); 'none' for adaptive solvers (dpm-solver-12/-23)")
     p.add_argument("--rtol", type=positive_float, default=None, help="relative tolerance of an adaptive solver")
     p.add_argument("--atol", type=positive_float, default=None, help="absolute tolerance of an adaptive solver")
-    p.add_argument("--schedule", default="karras", type=schedule_name)
+    p.add_argument("--schedule", default=None, type=schedule_name,
+                   help="noise levels of a named solver (default karras); --solver auto chooses its own")
     p.add_argument("--path", default=None, type=path_name,
                    help="path whose noise range the schedule spans (default: the model's)")
     p.add_argument("--num", type=sample_count, default=1000, help="number of samples")

@@ -7,8 +7,8 @@ samples come closest to the teacher's at ``nfe`` network calls:
 * ``method="gits"``: the grid of least summed one-step error on the teacher trajectory, by
   dynamic programming (:mod:`~diffsolve.tune.gits`), for each candidate solver;
 * ``method="ld3"`` (default): the levels learned against the teacher (:mod:`~diffsolve.tune.ld3`),
-  started from the better of the ``auto`` grid and the GITS grid, for each candidate solver;
-  the remaining budget is split evenly between the candidates.
+  started from the better of EDM's grid and the GITS grid, for the ``refine`` candidates whose
+  start is closest to the teacher (the rest of the budget split evenly between them).
 
 The best candidate on the tuning noise becomes the plan. Every network call is counted against
 ``budget`` (calls of the whole tuning batch); the plan records its cost and its seeds.
@@ -55,7 +55,8 @@ DEFAULT_CANDIDATES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] | None = None,
          budget: int = 20_000, method: str = "ld3", seeds: Sequence[int] | None = None, batch: int = 128,
          path: Any = None, candidates: Sequence[tuple[str, str, dict[str, Any]]] = DEFAULT_CANDIDATES,
-         teacher_steps: int = 100, max_iters: int = 200, fine: int = 64, progress: bool = False) -> Plan:
+         teacher_steps: int = 100, max_iters: int = 200, fine: int = 64, refine: int = 1,
+         progress: bool = False) -> Plan:
     """Fit a plan for sampling ``denoiser`` with ``nfe`` network calls.
 
     Args:
@@ -71,6 +72,7 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
         seeds: the per-sample seeds of the tuning noise (default ``TUNE_SEED0 + b``, ``b <
             batch``); tuning is a pure function of them.
         candidates: (solver, ending ``"zero"``/``"s_min"``, options) to choose between.
+        refine: how many of the candidates (those starting closest to the teacher) LD3 refines.
 
     Returns:
         a :class:`~diffsolve.plan.Plan` whose ``fitted`` records the teacher, the tuning
@@ -81,7 +83,7 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
         raise ValueError("tune needs an integer nfe (the network calls of the plan), got None")
     method = check_choice("tune", "method", method, TUNE_METHODS)
     for name, v, lo in (("budget", budget, 1), ("batch", batch, 1), ("teacher_steps", teacher_steps, 4),
-                        ("max_iters", max_iters, 1), ("fine", fine, 4)):
+                        ("max_iters", max_iters, 1), ("fine", fine, 4), ("refine", refine, 1)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
             raise ValueError(f"tune: {name} must be an integer >= {lo}, got {v!r}")
     if seeds is None:
@@ -89,7 +91,8 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
     seeds = check_seeds(list(seeds), len(list(seeds)))
     cands = _check_candidates(candidates)
     teacher_calls = 4 * teacher_steps + 1
-    least = teacher_calls + (fine + 1) * 5 + len(cands) * nfe * (1 if method == "gits" else 2 * (nfe + 2) + 2)
+    least = teacher_calls + (fine + 1) * 5 + len(cands) * 2 * nfe + (0 if method == "gits" else
+                                                                     min(refine, len(cands)) * nfe * (2 * nfe + 5))
     if budget < least:
         raise ValueError(f"tune: budget={budget} network calls cannot pay for the teacher ({teacher_calls} calls) "
                          f"and one step of {method!r} for {len(cands)} candidate(s) at nfe={nfe}; "
@@ -99,7 +102,7 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
     teacher.budget = budget
     bar = _bar(progress, budget, teacher.calls)
     results, gits_cache = [], {}
-    for k, (solver, final, opts) in enumerate(cands):
+    for solver, final, opts in cands:  # every candidate from its better start
         n_steps = teacher.steps_for(solver, nfe, final, opts)
         if n_steps < 2:
             continue  # one step leaves no level to choose
@@ -109,30 +112,31 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
         inits = {"gits": gits_cache[key], "karras": teacher.karras(n_steps, final)}
         errs = {name: teacher.error(solver, g, opts) for name, g in inits.items()}
         start = min(errs, key=errs.get)
-        grid, err = inits[start], errs[start]
-        entry = {"solver": solver, "final": final, "options": opts, "start": start, "start_rms": err,
-                 "init_rms": errs}
-        if method == "ld3":
+        results.append({"solver": solver, "final": final, "options": opts, "steps": n_steps, "start": start,
+                        "start_rms": errs[start], "init_rms": errs, "rms": errs[start], "grid": inits[start]})
+    if bar is not None:
+        bar.n = teacher.calls
+        bar.refresh()
+    if method == "ld3":
+        chosen = sorted(results, key=lambda r: r["start_rms"])[:refine]
+        for k, entry in enumerate(chosen):
+            final, n_steps = entry["final"], entry["steps"]
             lp = LevelParam(teacher.s_start, teacher.s_lo, n_steps - 1 if final == "zero" else n_steps, final)
-            share = (budget - teacher.calls) // (len(cands) - k)  # the rest, split evenly
-            per_iter = (2 * lp.size + 1) * nfe
-            iters = max(1, min(max_iters, share // per_iter))
-            stop = teacher.calls + share
-            teacher.budget = min(budget, stop)
+            share = (budget - teacher.calls) // (len(chosen) - k)  # the rest, split evenly
+            iters = max(1, min(max_iters, share // ((2 * lp.size + 1) * nfe)))
+            teacher.budget = min(budget, teacher.calls + share)
 
-            def tick(it: int, f: float) -> None:
+            def tick(it: int, f: float, solver: str = entry["solver"]) -> None:
                 if bar is not None:
                     bar.n = teacher.calls
                     bar.set_postfix_str(f"{solver} rms {math.exp(f):.3g}", refresh=True)
 
-            th, best, _ = ld3_levels(teacher, solver, opts, lp, lp.theta_of(grid), iters=iters, on_iter=tick)
+            th, best, _ = ld3_levels(teacher, entry["solver"], entry["options"], lp, lp.theta_of(entry["grid"]),
+                                     iters=iters, on_iter=tick)
             teacher.budget = budget
-            if math.exp(best) < err:
-                grid, err = lp.grid(th), math.exp(best)
+            if math.exp(best) < entry["rms"]:
+                entry["grid"], entry["rms"] = lp.grid(th), math.exp(best)
             entry["iters"] = iters
-        entry["rms"] = err
-        entry["grid"] = grid
-        results.append(entry)
     if bar is not None:
         bar.n = teacher.calls
         bar.close()
@@ -141,10 +145,10 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
     win = min(results, key=lambda r: r["rms"])
     fitted = {"teacher": teacher.teacher, "tuning_rms": win["rms"], "start": win["start"],
               "start_rms": win["start_rms"],
-              "candidates": [{k: v for k, v in r.items() if k != "grid"} for r in results],
+              "candidates": [{k: v for k, v in r.items() if k not in ("grid", "steps")} for r in results],
               "batch": len(seeds)}
     cost = {"calls": teacher.calls, "rows": teacher.calls * len(seeds), "seconds": round(time.time() - t0, 1)}
-    return Plan(solver=win["solver"], sigmas=tuple(win["grid"]), nfe=nfe, path=teacher.path.name,
+    return Plan(solver=win["solver"], sigmas=tuple(win["grid"]), nfe=nfe, path=None if teacher.path is None else teacher.path.name,
                 options=dict(win["options"]), method=method, cost=cost, seeds=tuple(seeds), fitted=fitted)
 
 

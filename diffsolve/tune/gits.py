@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from ..schedules import make_schedule
 
 __all__ = ["gits_grid", "least_cost_path"]
 
@@ -34,10 +31,8 @@ def gits_grid(teacher, n_steps: int, final: str, fine: int = 64) -> list[float]:
     trajectory; ``final`` ``"zero"`` (the last step denoises) or ``"s_min"`` (ends on a fine level)."""
     if fine < n_steps + 1:
         raise ValueError(f"fine={fine} levels cannot hold a grid of {n_steps} steps; use fine >= {n_steps + 1}")
-    F = make_schedule("log-snr", fine, path=teacher.path, final="s_min").tolist()  # fine + 1 levels
-    traj = _trajectory(teacher, F)  # teacher states at every fine level
+    F, traj, D = teacher.fine_trajectory(fine)  # teacher states and D(y, s) at fine + 1 levels
     M = len(F) - 1
-    D = teacher.denoised(traj, F)
     rms = lambda a, b: float((a - b).pow(2).mean().sqrt())  # noqa: E731
 
     def cost(i: int, j: int) -> float:
@@ -75,9 +70,3 @@ def least_cost_path(C: list[list[float]], end_cost: list[float], n_steps: int, f
         j = back[k][j]
         path.append(j)
     return path[::-1]
-
-
-def _trajectory(teacher, F: list[float]) -> list[torch.Tensor]:
-    """Teacher states at the fine levels: RK4 over the fine grid (4 calls per step)."""
-    res = teacher.sample_with_trajectory("rk4", F)
-    return res.trajectory

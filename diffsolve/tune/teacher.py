@@ -24,7 +24,7 @@ from ..denoisers import as_denoiser
 from ..noise import NoiseSource
 from ..paths import Path, get_path
 from ..sample import sample
-from ..schedules import make_schedule
+from ..schedules import DEFAULT_S_RANGE, make_schedule
 from ..solvers import get_solver
 
 __all__ = ["Teacher"]
@@ -38,16 +38,16 @@ class Teacher:
     def __init__(self, denoiser: Any, *, seeds: Sequence[int], shape: Sequence[int], path: Path | str | None = None,
                  cond: dict[str, Any] | None = None, steps: int = 100, dtype: torch.dtype = torch.float64):
         self.den, self.cond, self.dtype = as_denoiser(denoiser), cond, dtype
-        p = get_path(path) if path is not None else getattr(denoiser, "path", None)
-        if p is None:
-            raise ValueError("tuning needs the denoiser's path: pass path=... (a name from diffsolve.PATHS)")
-        self.path = p
+        p = get_path(path) if path is not None else getattr(self.den, "path", None)
+        self.path = p  # None: a model without a path (an exact mixture) on DEFAULT_S_RANGE
         self.seeds = [int(s) for s in seeds]
         self.noise = NoiseSource.initial(self.seeds, tuple(shape), dtype=dtype)
-        self.s_start, self.s_lo = float(p.s_max), float(p.s_min)
+        self.s_lo, self.s_start = (float(p.s_min), float(p.s_max)) if p is not None else DEFAULT_S_RANGE
         self.calls = 0
         self.budget: int | None = None
-        res = self._run("rk4", list(make_schedule("log-snr", steps + 1, path=p, final="zero")), {})
+        self._fine: dict[int, tuple] = {}
+        res = self._run("rk4", list(make_schedule("log-snr", steps + 1, path=p, s_min=self.s_lo, s_max=self.s_start,
+                                                  final="zero")), {})
         self.target = res.samples
         self.teacher = f"rk4 in lambda, {steps} steps + final denoise ({res.nfe} calls)"
 
@@ -57,9 +57,16 @@ class Teacher:
         self.calls += res.nfe
         return res
 
-    def sample_with_trajectory(self, solver: str, grid: Sequence[float]):
-        """A run from the tuning noise that keeps every state (calls counted)."""
-        return self._run(solver, grid, {}, trajectory=True)
+    def fine_trajectory(self, fine: int) -> tuple[list[float], list[Tensor], list[Tensor]]:
+        """The teacher trajectory on ``fine + 1`` levels uniform in lambda (RK4, 4 calls a step)
+        and ``D(y, s)`` at each of its states (one call each): (levels, states, denoised), computed
+        once per ``fine``."""
+        if fine not in self._fine:
+            F = make_schedule("log-snr", fine, path=self.path, s_min=self.s_lo, s_max=self.s_start,
+                              final="s_min").tolist()
+            states = self._run("rk4", F, {}, trajectory=True).trajectory
+            self._fine[fine] = (F, states, self.denoised(states, F))
+        return self._fine[fine]
 
     def denoised(self, states: Sequence[Tensor], levels: Sequence[float]) -> list[Tensor]:
         """``D(y, s)`` of the tuning batch at each (state, level) pair (one call each, counted)."""
@@ -73,7 +80,7 @@ class Teacher:
 
     def karras(self, n_steps: int, final: str) -> list[float]:
         """EDM's rho = 7 grid of ``n_steps`` steps on the path's range (a starting point)."""
-        return make_schedule("karras", n_steps, path=self.path, final=final).tolist()
+        return make_schedule("karras", n_steps, s_min=self.s_lo, s_max=self.s_start, final=final).tolist()
 
     def steps_for(self, solver: str, nfe: int, final: str, options: dict[str, Any] | None = None) -> int:
         """The number of steps ``solver`` takes for ``nfe`` calls with this ending."""
