@@ -33,8 +33,8 @@ from ..tune import TUNE_SEED0, tune
 __all__ = ["run_tune_mnist", "CONFIGS"]
 
 #: (name, NFEs): the configurations compared
-CONFIGS: tuple[tuple[str, tuple[int, ...]], ...] = (("old default", (5, 6, 8, 10)), ("auto", (5, 6, 8, 10)),
-                                                    ("tuned", (5, 6)))
+CONFIGS: tuple[tuple[str, tuple[int, ...]], ...] = (("old default", (5, 6, 8, 10, 20)),
+                                                    ("auto", (5, 6, 8, 10, 15, 20)), ("tuned", (5, 6)))
 
 
 def _plan(model: Any, den: Any, nfe: int, a: argparse.Namespace) -> Plan:

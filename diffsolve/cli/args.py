@@ -35,7 +35,7 @@ from ..validate import MAX_NFE
 
 __all__ = ["Parser", "UsageError", "int_range", "float_range", "positive_int", "nonneg_int", "sample_count", "seed_arg", "nfe_budget", "nfe_arg", "finite_float",
            "positive_float", "nonneg_float", "probability", "name_in", "library_check", "solver_name", "schedule_name",
-           "path_name", "prediction_name", "model_name", "method_arg", "json_object", "existing_file", "output_file",
+           "path_name", "prediction_name", "model_name", "load_continuous_model", "method_arg", "json_object", "existing_file", "output_file",
            "add_quiet", "command_line", "IMAGE_EXTENSIONS", "MAX_SAMPLES"]
 
 #: file types ``diffsolve sample --out`` can write (matplotlib's common formats)
@@ -151,6 +151,20 @@ def library_check(what: str, check: Callable[[str], Any]) -> Callable[[str], str
 
 solver_name = library_check("solver", lambda v: v if v == "auto" else get_solver(v))  # auto: diffsolve.auto
 method_arg = library_check("method", parse_method)
+
+
+def load_continuous_model(name: str) -> Any:
+    """The model ``--model`` names, loaded: a load failure or a model that is not a
+    diffusion/flow denoiser (a text model) is a :class:`UsageError` naming the flag."""
+    from ..models import load_model
+
+    try:
+        model = load_model(name)
+    except (ValueError, OSError) as e:  # a checkpoint found at parse time that does not load
+        raise UsageError(f"argument --model: {e}") from None
+    if getattr(model, "shape", None) is None:
+        raise UsageError(f"argument --model: {name!r} is not a diffusion/flow model")
+    return model
 
 
 def model_name(text: str) -> str:

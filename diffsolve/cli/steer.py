@@ -19,14 +19,13 @@ from ..bench.steer_exact import DEFAULT_METHODS, PARTICLES, PROBLEMS, run_steer_
 from ..bench.steer_mnist import run_steer_mnist, steer_mnist_report
 from ..bench.steer_report import steer_exact_report
 from ..io import atomic_save_tensor
-from ..models import load_model
 from ..plots import save_samples
 from ..steer import METHODS, steer
 from ..models.gmm import GaussianMixture
 from ..rewards import Linear
 from ..steer.base import REWARD_NAMES, named_reward
-from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, float_range, json_object, model_name, name_in, nfe_budget,
-                   nonneg_int, output_file, positive_int)
+from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, float_range, json_object, load_continuous_model, model_name,
+                   name_in, nfe_budget, nonneg_int, output_file, positive_int)
 from .sample import quality_lines
 
 __all__ = ["add_parsers", "cmd_steer", "cmd_steer_bench"]
@@ -38,12 +37,7 @@ lam_arg = float_range("a number >= 0", 0.0)
 
 def cmd_steer(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    try:
-        model = load_model(args.model)
-    except (ValueError, OSError) as e:
-        raise UsageError(f"argument --model: {e}") from None
-    if getattr(model, "shape", None) is None:
-        raise UsageError(f"argument --model: {args.model!r} is not a diffusion/flow model")
+    model = load_continuous_model(args.model)
     k = int(getattr(model, "num_classes", 0) or 0)
     cond = {}
     if k:

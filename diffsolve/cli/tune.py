@@ -12,21 +12,16 @@ import math
 
 import torch
 
-from ..models import load_model
 from ..tune import TUNE_METHODS, TUNE_SEED0, tune
-from .args import UsageError, add_quiet, model_name, name_in, nfe_budget, nonneg_int, output_file, path_name, positive_int
+from .args import (UsageError, add_quiet, load_continuous_model, model_name, name_in, nfe_budget, nonneg_int,
+                   output_file, path_name, positive_int)
 
 __all__ = ["add_parser", "cmd_tune"]
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    try:
-        model = load_model(args.model)
-    except (ValueError, OSError) as e:
-        raise UsageError(f"argument --model: {e}") from None
-    if not hasattr(model, "shape"):
-        raise UsageError(f"argument --model: {args.model!r} is not a diffusion/flow model")
+    model = load_continuous_model(args.model)
     k = int(getattr(model, "num_classes", 0) or 0)
     cond = None
     if args.label is not None:

@@ -33,7 +33,7 @@ from ..validate import check_nfe, check_seeds
 from .gits import gits_grid
 from .levels import LevelParam
 from .ld3 import ld3_levels
-from .teacher import BudgetSpent, Teacher
+from .teacher import Teacher
 
 __all__ = ["tune", "TUNE_METHODS", "DEFAULT_CANDIDATES", "TUNE_SEED0"]
 
