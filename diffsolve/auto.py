@@ -96,7 +96,7 @@ def warp_logits_of(levels: Sequence[float], K: int) -> list[float]:
 #: best peer configuration, over 8 problem sets (gmm-2d, gmm-64, gmm-3072 on the benchmark's seeds
 #: and on seeds 7, 8; two more mixtures built like gmm-64 / gmm-3072 from other seeds), was least;
 #: docs/tuning.md gives the table. The warp is unipc-bh2's, fitted by diffsolve.bench.auto_fit.
-AUTO_RULES: tuple[AutoRule, ...] = (
+_DEFAULT_RULE: tuple[AutoRule, ...] = (
     AutoRule(1, 4, "unipc-bh2", {"lower_order_final": True}, ("log-snr",)),
     AutoRule(5, 5, "dpm++3m", {"lower_order_final": True}, ("karras", 7.0)),
     AutoRule(6, 6, "deis", {"lower_order_final": True}, ("karras", 5.0)),
@@ -107,12 +107,26 @@ AUTO_RULES: tuple[AutoRule, ...] = (
 )
 
 
+#: rectified flows (path "flow"): the grid uniform in the flow's time, ending at s_min, beat every
+#: other grid of the sweep on the shipped moons / rings / checker flows at 4-20 NFE (chosen on
+#: seed 0, reported in bench/results/flows.md on seed 1)
+_FLOW_RULE: tuple[AutoRule, ...] = (
+    AutoRule(1, 6, "unipc-bh2", {"lower_order_final": True}, ("time",)),
+    AutoRule(7, 12, "deis", {"lower_order_final": True}, ("time",)),
+    AutoRule(13, 10_000, "unipc-bh2", {"lower_order_final": True}, ("time",)),
+)
+
+#: the rules by path name; ``"default"`` serves every other path (and a model without one)
+AUTO_RULES: dict[str, tuple[AutoRule, ...]] = {"default": _DEFAULT_RULE, "flow": _FLOW_RULE}
+
+
 def auto_plan(nfe: int, path: Path | None, *, s_min: float | None = None, s_max: float | None = None) -> Plan:
     """The plan ``solver="auto"`` samples with at ``nfe`` calls on ``path`` (its trained range,
     or ``s_min``/``s_max`` when given; without a path, :data:`~diffsolve.schedules.DEFAULT_S_RANGE`)."""
     from .solvers import get_solver
 
-    rule = next((r for r in AUTO_RULES if nfe <= r.hi), AUTO_RULES[-1])
+    rules = AUTO_RULES.get(path.name if path is not None else "default", AUTO_RULES["default"])
+    rule = next((r for r in rules if nfe <= r.hi), rules[-1])
     lo, hi = (path.s_min, path.s_max) if path is not None else DEFAULT_S_RANGE
     lo = float(lo if s_min is None else s_min)
     hi = float(hi if s_max is None else s_max)

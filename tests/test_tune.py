@@ -163,11 +163,12 @@ def test_warp_levels_are_a_valid_grid_and_zero_logits_are_uniform_in_lambda():
     assert np.allclose(fit, ref, rtol=1e-6)
 
 
+@pytest.mark.parametrize("path", ["edm", "flow", "ddpm-linear"])
 @pytest.mark.parametrize("nfe", [1, 2, 3, 4, 5, 7, 9, 11, 13, 16, 20, 30, 50])
-def test_auto_honours_every_nfe_and_is_the_default(nfe):
+def test_auto_honours_every_nfe_and_is_the_default(nfe, path):
     noise = _noise(8)
-    res = diffsolve.sample(GMM, noise, nfe=nfe, path="edm")
-    plan = auto_plan(nfe, diffsolve.get_path("edm"))
+    res = diffsolve.sample(GMM, noise, nfe=nfe, path=path)
+    plan = auto_plan(nfe, diffsolve.get_path(path))
     assert res.nfe == nfe and res.solver == plan.solver
     assert torch.allclose(res.sigmas, torch.tensor(plan.sigmas, dtype=torch.float64))
     assert torch.isfinite(res.samples).all()
@@ -176,4 +177,5 @@ def test_auto_honours_every_nfe_and_is_the_default(nfe):
 def test_auto_refuses_a_schedule_and_the_rule_covers_every_nfe():
     with pytest.raises(ValueError, match="auto.*chooses its own grid"):
         diffsolve.sample(GMM, _noise(4), nfe=8, schedule="karras", path="edm")
-    assert AUTO_RULES[0].lo == 1 and all(a.hi + 1 == b.lo for a, b in zip(AUTO_RULES, AUTO_RULES[1:]))
+    for rules in AUTO_RULES.values():
+        assert rules[0].lo == 1 and all(a.hi + 1 == b.lo for a, b in zip(rules, rules[1:]))

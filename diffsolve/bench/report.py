@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import os
 from collections import defaultdict
 from typing import Iterable, Sequence
@@ -127,8 +128,9 @@ def _default_and_tuned(fixed: dict, nfes: list[int], best_peer: dict) -> list[st
         p = best_peer.get(n, (None,))[0]
         e = fixed.get(TUNED, {}).get(n)
         cost = ""
-        if e is not None and "calls" in e["row"].get("message", ""):
-            cost = e["row"]["message"].split(";")[0].split(": ", 1)[-1]
+        m = re.search(r"on (\d+) samples .*?: (\d+) calls, (\d+) s", e["row"].get("message", "")) if e else None
+        if m:
+            cost = f"{m.group(3)} s ({m.group(2)} calls of {m.group(1)} samples)"
         out.append(f"| {n} | {cell(a)} | {cell(t)} | {cell(d)} | {cell(p)} | {ratio(a, p)} | {ratio(t, p)} | {cost} |")
     return out + [""]
 

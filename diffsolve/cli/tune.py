@@ -44,8 +44,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     f = plan.fitted
     print(f"tuned {args.model} at {plan.nfe} NFE ({plan.method}): {plan.solver} {plan.options or ''} on levels "
           + " ".join(f"{v:.4g}" for v in plan.sigmas))
-    print(f"distance to the teacher on the tuning noise: {f['start_rms']:.4g} ({f['start']} grid) -> "
-          f"{f['tuning_rms']:.4g}; cost {plan.cost['calls']} calls of {len(plan.seeds)} samples, "
+    print(f"distance to the teacher on {f['holdout']} held-out tuning samples: {f['start_rms']:.4g} ({f['start']} "
+          f"grid) -> {f['tuning_rms']:.4g} ({f['chosen']}); cost {plan.cost['calls']} calls of {len(plan.seeds)} samples, "
           f"{plan.cost['seconds']:.0f} s; wrote {args.out}")
     for c in f["candidates"]:
         print(f"  {c['solver']:<10} ending {c['final']:<5} start {c['start_rms']:.4g} -> {c['rms']:.4g}"

@@ -7,8 +7,12 @@ samples come closest to the teacher's at ``nfe`` network calls:
 * ``method="gits"``: the grid of least summed one-step error on the teacher trajectory, by
   dynamic programming (:mod:`~diffsolve.tune.gits`), for each candidate solver;
 * ``method="ld3"`` (default): the levels learned against the teacher (:mod:`~diffsolve.tune.ld3`),
-  started from the better of EDM's grid and the GITS grid, for the ``refine`` candidates whose
-  start is closest to the teacher (the rest of the budget split evenly between them).
+  started from the best of EDM's grid, the GITS grid and ``auto``'s, for the ``refine``
+  candidates whose start is closest to the teacher (the rest of the budget split evenly).
+
+A quarter of the tuning batch is held out: LD3 fits the levels on the rest, and every choice
+(the start, whether the learned grid replaces it, the winning candidate) is made by the distance
+on the held-out samples, so a grid that only suits a few hard fitting samples is not kept.
 
 The best candidate on the tuning noise becomes the plan. Every network call is counted against
 ``budget`` (calls of the whole tuning batch); the plan records its cost and its seeds.
@@ -30,6 +34,7 @@ from typing import Any, Sequence
 from ..checks import check_choice
 from ..plan import Plan
 from ..validate import check_nfe, check_seeds
+from ..auto import auto_plan
 from .gits import gits_grid
 from .levels import LevelParam
 from .ld3 import ld3_levels
@@ -98,7 +103,8 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
                          f"and one step of {method!r} for {len(cands)} candidate(s) at nfe={nfe}; "
                          f"use budget >= {least}")
     t0 = time.time()
-    teacher = Teacher(denoiser, seeds=seeds, shape=shape, path=path, cond=cond, steps=teacher_steps)
+    teacher = Teacher(denoiser, seeds=seeds, shape=shape, path=path, cond=cond, steps=teacher_steps,
+                      holdout=len(seeds) // 4 if len(seeds) >= 8 else 0)
     teacher.budget = budget
     bar = _bar(progress, budget, teacher.calls)
     results, gits_cache = [], {}
@@ -110,10 +116,14 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
         if key not in gits_cache:
             gits_cache[key] = gits_grid(teacher, n_steps, final, fine=fine)
         inits = {"gits": gits_cache[key], "karras": teacher.karras(n_steps, final)}
-        errs = {name: teacher.error(solver, g, opts) for name, g in inits.items()}
-        start = min(errs, key=errs.get)
+        auto = auto_plan(nfe, teacher.path, s_min=teacher.s_lo, s_max=teacher.s_start)
+        if auto.solver == solver and auto.final == final and auto.options == opts:
+            inits["auto"] = list(auto.sigmas)
+        errs = {name: teacher.errors(solver, g, opts) for name, g in inits.items()}
+        start = min(errs, key=lambda n: errs[n][1])  # chosen on the held-out samples
         results.append({"solver": solver, "final": final, "options": opts, "steps": n_steps, "start": start,
-                        "start_rms": errs[start], "init_rms": errs, "rms": errs[start], "grid": inits[start]})
+                        "start_rms": errs[start][1], "init_rms": {n: e[1] for n, e in errs.items()},
+                        "rms": errs[start][1], "grid": inits[start], "chosen": start})
     if bar is not None:
         bar.n = teacher.calls
         bar.refresh()
@@ -124,7 +134,7 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
             lp = LevelParam(teacher.s_start, teacher.s_lo, n_steps - 1 if final == "zero" else n_steps, final)
             share = (budget - teacher.calls) // (len(chosen) - k)  # the rest, split evenly
             iters = max(1, min(max_iters, share // ((2 * lp.size + 1) * nfe)))
-            teacher.budget = min(budget, teacher.calls + share)
+            teacher.budget = min(budget, teacher.calls + share) - nfe  # one run kept for the held-out check
 
             def tick(it: int, f: float, solver: str = entry["solver"]) -> None:
                 if bar is not None:
@@ -134,16 +144,18 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
             th, best, _ = ld3_levels(teacher, entry["solver"], entry["options"], lp, lp.theta_of(entry["grid"]),
                                      iters=iters, on_iter=tick)
             teacher.budget = budget
-            if math.exp(best) < entry["rms"]:
-                entry["grid"], entry["rms"] = lp.grid(th), math.exp(best)
-            entry["iters"] = iters
+            check = teacher.errors(entry["solver"], lp.grid(th), entry["options"])[1]
+            entry["iters"], entry["ld3_fit_rms"], entry["ld3_rms"] = iters, math.exp(best), check
+            if check < entry["rms"]:  # kept only if it is better on the held-out samples too
+                entry["grid"], entry["rms"], entry["chosen"] = lp.grid(th), check, "ld3"
     if bar is not None:
         bar.n = teacher.calls
         bar.close()
     if not results:
         raise ValueError(f"tune: no candidate solver leaves a level to choose at nfe={nfe}; use nfe >= 3")
     win = min(results, key=lambda r: r["rms"])
-    fitted = {"teacher": teacher.teacher, "tuning_rms": win["rms"], "start": win["start"],
+    fitted = {"teacher": teacher.teacher, "tuning_rms": win["rms"], "start": win["start"], "chosen": win["chosen"],
+              "holdout": teacher.holdout,
               "start_rms": win["start_rms"],
               "candidates": [{k: v for k, v in r.items() if k not in ("grid", "steps")} for r in results],
               "batch": len(seeds)}

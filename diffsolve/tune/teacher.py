@@ -33,14 +33,19 @@ __all__ = ["Teacher"]
 class Teacher:
     """Tuning noise (one per-sample seed each), the teacher's samples from it, and the error of a
     candidate (solver, grid) against them. ``calls`` counts every network call made so far
-    (teacher included); ``budget`` (if set) is enforced by :meth:`error`."""
+    (teacher included); ``budget`` (if set) is enforced by :meth:`error`. The last ``holdout``
+    samples are kept out of the fitting distance and measured apart (:meth:`errors`)."""
 
     def __init__(self, denoiser: Any, *, seeds: Sequence[int], shape: Sequence[int], path: Path | str | None = None,
-                 cond: dict[str, Any] | None = None, steps: int = 100, dtype: torch.dtype = torch.float64):
+                 cond: dict[str, Any] | None = None, steps: int = 100, dtype: torch.dtype = torch.float64,
+                 holdout: int = 0):
         self.den, self.cond, self.dtype = as_denoiser(denoiser), cond, dtype
         p = get_path(path) if path is not None else getattr(self.den, "path", None)
         self.path = p  # None: a model without a path (an exact mixture) on DEFAULT_S_RANGE
         self.seeds = [int(s) for s in seeds]
+        if not 0 <= holdout < len(self.seeds):
+            raise ValueError(f"holdout must be in 0..{len(self.seeds) - 1} (samples kept out of fitting), got {holdout}")
+        self.holdout = int(holdout)
         self.noise = NoiseSource.initial(self.seeds, tuple(shape), dtype=dtype)
         self.s_lo, self.s_start = (float(p.s_min), float(p.s_max)) if p is not None else DEFAULT_S_RANGE
         self.calls = 0
@@ -92,17 +97,26 @@ class Teacher:
             raise BudgetSpent(self.calls)
         return self._run(solver, grid, dict(options or {})).samples
 
-    def error(self, solver: str, grid: Sequence[float], options: dict[str, Any] | None = None) -> float:
-        """RMS distance (per coordinate, over the tuning batch) of a candidate's samples to the
-        teacher's; ``inf`` when the run is not finite."""
+    def errors(self, solver: str, grid: Sequence[float], options: dict[str, Any] | None = None) -> tuple[float, float]:
+        """RMS distance (per coordinate) of a candidate's samples to the teacher's on the fitting
+        samples and on the held-out ones (the last ``holdout`` of the batch: tuning chooses
+        between grids by them, so that a plan fitted to a few hard samples is not kept); ``inf``
+        when the run is not finite or the grid is unusable for the solver."""
         try:
             x = self.samples(solver, grid, options)
         except BudgetSpent:
             raise
         except (ValueError, RuntimeError, FloatingPointError):  # an unusable grid for this solver
-            return math.inf
-        e = float((x - self.target).pow(2).mean().sqrt())
-        return e if math.isfinite(e) else math.inf
+            return math.inf, math.inf
+        se = (x - self.target).pow(2).flatten(1).mean(1)
+        k = se.shape[0] - self.holdout
+        fit = float(se[:k].mean().sqrt())
+        check = float(se[k:].mean().sqrt()) if self.holdout else fit
+        return (fit if math.isfinite(fit) else math.inf), (check if math.isfinite(check) else math.inf)
+
+    def error(self, solver: str, grid: Sequence[float], options: dict[str, Any] | None = None) -> float:
+        """RMS distance to the teacher on the fitting samples (:meth:`errors`)."""
+        return self.errors(solver, grid, options)[0]
 
 
 class BudgetSpent(Exception):
