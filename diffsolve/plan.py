@@ -19,16 +19,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .io import atomic_write
 
-__all__ = ["Plan", "PLAN_FORMAT"]
+__all__ = ["Plan", "PLAN_FORMAT", "PLANS_DIR", "shipped_plans"]
 
 #: the ``format`` field of a plan's JSON
 PLAN_FORMAT = "diffsolve-plan/1"
+#: where the plans shipped with the package live (``NAME.plan.json``)
+PLANS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "plans")
+
+
+def shipped_plans() -> list[str]:
+    """The names of the plans shipped with the package (``Plan.load(name)`` reads one)."""
+    if not os.path.isdir(PLANS_DIR):
+        return []
+    return sorted(f[: -len(".plan.json")] for f in os.listdir(PLANS_DIR) if f.endswith(".plan.json"))
 
 
 def _is_real(v: Any) -> bool:
@@ -128,7 +138,13 @@ class Plan:
 
     @classmethod
     def load(cls, file: str) -> "Plan":
-        """Read a plan written by :meth:`save`; a file that is not one is refused with its path."""
+        """Read a plan written by :meth:`save`, or a shipped one by name (:func:`shipped_plans`:
+        ``mnist-g1.25-nfe5``, LD3-tuned for the shipped MNIST model with CFG 1.25 at 5 NFE); a file
+        that is not a plan is refused with its path."""
+        if not os.path.exists(file) and file in shipped_plans():
+            file = os.path.join(PLANS_DIR, file + ".plan.json")
+        elif not os.path.exists(file):
+            raise FileNotFoundError(f"{file}: no such plan file; shipped plans: {', '.join(shipped_plans()) or 'none'}")
         try:
             with open(file) as f:
                 text = f.read()

@@ -335,8 +335,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", default="auto", type=solver_name,
                    help="'auto' (default: solver, grid and ending chosen from --nfe and the path; docs/tuning.md) "
                         "or a name from 'diffsolve solvers'")
-    p.add_argument("--plan", default=None, metavar="PLAN.json",
-                   help="sample with a plan fitted by 'diffsolve tune' (its solver, options and levels)")
+    p.add_argument("--plan", default=None, metavar="PLAN",
+                   help="sample with a plan fitted by 'diffsolve tune' (a .json file) or a shipped one "
+                        "(mnist-g1.25-nfe5: the MNIST model at CFG 1.25, 5 NFE): its solver, options and levels")
     p.add_argument("--nfe", type=nfe_arg, default=argparse.SUPPRESS,
                    help=f"network evaluations (default {DEFAULT_NFE}); 'none' for adaptive solvers (dpm-solver-12/-23)")
     p.add_argument("--rtol", type=positive_float, default=None, help="relative tolerance of an adaptive solver")
