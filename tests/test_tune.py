@@ -179,3 +179,13 @@ def test_auto_refuses_a_schedule_and_the_rule_covers_every_nfe():
         diffsolve.sample(GMM, _noise(4), nfe=8, schedule="karras", path="edm")
     for rules in AUTO_RULES.values():
         assert rules[0].lo == 1 and all(a.hi + 1 == b.lo for a, b in zip(rules, rules[1:]))
+
+
+def test_shipped_plans_load_by_name_and_unknown_names_are_refused():
+    from diffsolve.plan import shipped_plans
+
+    assert "mnist-g1.25-nfe5" in shipped_plans()
+    plan = Plan.load("mnist-g1.25-nfe5")
+    assert plan.nfe == 5 and plan.path == "edm" and plan.method == "ld3" and plan.cost["calls"] > 0
+    with pytest.raises(FileNotFoundError, match="no such plan file; shipped plans: .*mnist-g1.25-nfe5"):
+        Plan.load("mnist-nfe4")
