@@ -66,7 +66,7 @@ def test_a_user_wrapper_needs_only_denoise():
 
     g = diffsolve.exact_model("gmm-2d")
     noise = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
-    res = diffsolve.sample(Scaled(g), noise, nfe=1)  # one step to zero: y = D(y, s_max)
+    res = diffsolve.sample(Scaled(g), noise, solver="dpm++2m", nfe=1)  # one step to zero: y = D(y, s_max)
     torch.testing.assert_close(res.samples, 0.5 * g(noise * res.sigmas[0].item(), res.sigmas[0].item()))
 
 
