@@ -160,6 +160,7 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     noise = check_state_tensor("noise", noise)
     nfe_unset = nfe is DEFAULT_NFE
     nfe = check_nfe(nfe)
+    p = get_path(path) if path is not None else getattr(den, "path", None)
     if isinstance(solver, Plan):
         if plan is not None:
             raise ValueError("give the plan once: solver=plan or plan=plan, not both")
@@ -174,7 +175,7 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
             raise ValueError("solver='auto' needs an integer nfe (the rule picks the solver from it)")
         from .auto import auto_plan
 
-        plan = auto_plan(nfe, getattr(den, "path", None) if path is None else get_path(path), s_min=s_min, s_max=s_max)
+        plan = auto_plan(nfe, p, s_min=s_min, s_max=s_max)
         s_min = s_max = None
     elif plan is not None:
         given = [n for n, v in (("schedule", schedule), ("s_min", s_min), ("s_max", s_max), ("final", final),
@@ -183,10 +184,9 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
             raise ValueError(f"a plan fixes its own levels; {', '.join(given)} cannot be given with it")
         if nfe is not None and nfe != plan.nfe and not nfe_unset:
             raise ValueError(f"nfe={nfe} but the plan makes {plan.nfe} calls; pass nfe=None or {plan.nfe}")
-        p_den = getattr(den, "path", None) if path is None else get_path(path)
-        if plan.path is not None and p_den is not None and p_den.name != plan.path:
+        if plan.path is not None and p is not None and p.name != plan.path:
             raise ValueError(f"the plan's levels were chosen for path {plan.path!r}; this denoiser samples "
-                             f"path {p_den.name!r} (levels mean different noise on another path)")
+                             f"path {p.name!r} (levels mean different noise on another path)")
     if plan is not None:
         clash = sorted(set(solver_options) & set(plan.options))
         if clash:
@@ -213,7 +213,6 @@ def sample(denoiser: Denoiser | Callable[..., Tensor], noise: Tensor, solver: st
     if not isinstance(schedule, (str, Tensor, Sequence)) or isinstance(schedule, bytes):
         raise TypeError(f"schedule must be a name or a list of noise levels, got {type(schedule).__name__}")
     slv = get_solver(solver, **solver_options)
-    p = get_path(path) if path is not None else getattr(den, "path", None)
     if dtype is None:
         dtype = torch.float64 if noise.device.type == "cpu" else noise.dtype
     noise = noise.to(dtype)

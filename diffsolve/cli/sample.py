@@ -26,7 +26,7 @@ from .args import (IMAGE_EXTENSIONS, UsageError, add_quiet, finite_float, librar
                    nonneg_float, nonneg_int, output_file, path_name, positive_float, positive_int, sample_count,
                    schedule_name, seed_arg, solver_name)
 
-__all__ = ["add_parsers", "cmd_sample", "cmd_solvers", "quality_lines", "exact_lines", "image_lines", "cli_nfe_hint"]
+__all__ = ["add_parsers", "cmd_sample", "cycled_labels", "cmd_solvers", "quality_lines", "exact_lines", "image_lines", "cli_nfe_hint"]
 
 DEFAULT_NFE = 10
 
@@ -136,17 +136,20 @@ def _nfe_and_tolerances(args: argparse.Namespace) -> tuple[int | None, dict[str,
     return (args.nfe if given else DEFAULT_NFE), {}
 
 
-def _labels(args: argparse.Namespace, model: Any) -> Tensor | None:
-    """The ``--label`` values cycled over ``--num`` samples, checked against the model's classes."""
+def cycled_labels(args: argparse.Namespace, model: Any, n: int, allow_null: bool = False) -> Tensor | None:
+    """The ``--label`` values cycled over ``n`` samples, checked against the model's classes
+    (``allow_null``: the null label ``num_classes``, "no condition", is accepted too)."""
     if args.label is None:
         return None
     k = int(getattr(model, "num_classes", 0) or 0)
     if not k:
         raise UsageError(f"argument --label: model {args.model!r} is unconditional (it has no classes)")
-    bad = [v for v in args.label if v >= k]
+    top = k if allow_null else k - 1
+    bad = [v for v in args.label if v > top]
     if bad:
-        raise UsageError(f"argument --label: {bad[0]} is out of range; model {args.model!r} has classes 0..{k - 1}")
-    return torch.tensor([args.label[i % len(args.label)] for i in range(args.num)])
+        raise UsageError(f"argument --label: {bad[0]} is out of range; model {args.model!r} has classes 0..{k - 1}"
+                         + (f" (and {k}: no condition)" if allow_null else ""))
+    return torch.tensor([args.label[i % len(args.label)] for i in range(n)])
 
 
 #: ``--guide``: classifier-free guidance (the default), Adaptive Guidance, and the guidance of the
@@ -287,7 +290,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         model = load_model(args.model)
     except (ValueError, OSError) as e:  # a checkpoint found at parse time that does not load
         raise UsageError(f"argument --model: {e}") from None
-    labels = _labels(args, model)
+    labels = cycled_labels(args, model, args.num)
     den, guided = _guided(args, model, labels)
     if args.out_dir is not None:
         if not hasattr(model, "shape"):

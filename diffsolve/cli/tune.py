@@ -13,6 +13,7 @@ import math
 import torch
 
 from ..tune import TUNE_METHODS, TUNE_SEED0, tune
+from .sample import cycled_labels
 from .args import (UsageError, add_quiet, load_continuous_model, model_name, name_in, nfe_budget, nonneg_int,
                    output_file, path_name, positive_int)
 
@@ -24,14 +25,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model = load_continuous_model(args.model)
     k = int(getattr(model, "num_classes", 0) or 0)
     cond = None
-    if args.label is not None:
-        if k == 0:
-            raise UsageError(f"argument --label: {args.model!r} has no classes")
-        bad = [v for v in args.label if v > k]
-        if bad:
-            raise UsageError(f"argument --label: {bad[0]} is not a class of {args.model!r}; accepted: 0..{k - 1} "
-                             f"(or {k}: no condition)")
-        cond = {"labels": torch.tensor([args.label[b % len(args.label)] for b in range(args.batch)])}
+    labels = cycled_labels(args, model, args.batch, allow_null=True)
+    if labels is not None:
+        cond = {"labels": labels}
     elif k:
         cond = {"labels": torch.arange(args.batch) % k}  # every class, cycled over the tuning batch
     seeds = list(range(args.seed, args.seed + args.batch))

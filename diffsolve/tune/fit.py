@@ -27,11 +27,10 @@ The best candidate on the tuning noise becomes the plan. Every network call is c
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from typing import Any, Sequence
 
-from ..checks import check_choice
+from ..checks import check_choice, check_int
 from ..plan import Plan
 from ..validate import check_nfe, check_seeds
 from ..auto import auto_plan
@@ -89,8 +88,7 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
     method = check_choice("tune", "method", method, TUNE_METHODS)
     for name, v, lo in (("budget", budget, 1), ("batch", batch, 1), ("teacher_steps", teacher_steps, 4),
                         ("max_iters", max_iters, 1), ("fine", fine, 4), ("refine", refine, 1)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-            raise ValueError(f"tune: {name} must be an integer >= {lo}, got {v!r}")
+        check_int("tune", name, v, minimum=lo)
     if seeds is None:
         seeds = [TUNE_SEED0 + b for b in range(batch)]
     seeds = check_seeds(list(seeds), len(list(seeds)))
@@ -108,6 +106,7 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
     teacher.budget = budget
     bar = _bar(progress, budget, teacher.calls)
     results, gits_cache = [], {}
+    auto = auto_plan(nfe, teacher.path, s_min=teacher.s_lo, s_max=teacher.s_start)
     for solver, final, opts in cands:  # every candidate from its better start
         n_steps = teacher.steps_for(solver, nfe, final, opts)
         if n_steps < 2:
@@ -116,7 +115,6 @@ def tune(denoiser: Any, nfe: int, *, shape: Sequence[int], cond: dict[str, Any] 
         if key not in gits_cache:
             gits_cache[key] = gits_grid(teacher, n_steps, final, fine=fine)
         inits = {"gits": gits_cache[key], "karras": teacher.karras(n_steps, final)}
-        auto = auto_plan(nfe, teacher.path, s_min=teacher.s_lo, s_max=teacher.s_start)
         if auto.solver == solver and auto.final == final and auto.options == opts:
             inits["auto"] = list(auto.sigmas)
         errs = {name: teacher.errors(solver, g, opts) for name, g in inits.items()}

@@ -92,9 +92,12 @@ class Teacher:
         return get_solver(solver, **(options or {})).for_nfe(nfe, final == "zero").steps_for_nfe(nfe, final == "zero")
 
     def samples(self, solver: str, grid: Sequence[float], options: dict[str, Any] | None = None) -> Tensor:
-        """A candidate's samples from the tuning noise (calls counted, budget enforced)."""
-        if self.budget is not None and self.calls >= self.budget:
-            raise BudgetSpent(self.calls)
+        """A candidate's samples from the tuning noise (calls counted; a run that would take the
+        calls past the budget is not started)."""
+        if self.budget is not None:
+            need = get_solver(solver, **(options or {})).nfe_for_steps(len(grid) - 1, float(grid[-1]) == 0.0)
+            if self.calls + need > self.budget:
+                raise BudgetSpent(self.calls)
         return self._run(solver, grid, dict(options or {})).samples
 
     def errors(self, solver: str, grid: Sequence[float], options: dict[str, Any] | None = None) -> tuple[float, float]:
